@@ -1,0 +1,94 @@
+"""Hyperparameters: checking them when a transform is built, and reading them at a step.
+
+A hyperparameter is a Python number or a schedule, a function ``step -> value``.
+Numbers are checked when the transform is built; a bad one raises ``ValueError``
+naming the function, the argument and the value, e.g.
+``adam: b1 must be in [0, 1), got 1.5``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, Union
+
+import jax.numpy as jnp
+
+Schedule = Callable[[Any], Any]
+ScalarOrSchedule = Union[float, int, Schedule]
+
+
+def is_schedule(value: Any) -> bool:
+    """True when ``value`` is a schedule (a callable of the step)."""
+    return callable(value)
+
+
+def value_at(hparam: ScalarOrSchedule, count: Any) -> Any:
+    """The hyperparameter's value at step ``count``: ``hparam(count)`` or ``hparam``."""
+    return hparam(count) if callable(hparam) else hparam
+
+
+def _number(fn: str, name: str, value: Any) -> float | None:
+    """``value`` as a float, or None for a schedule; rejects NaN and non-numbers."""
+    if callable(value):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)  # numpy / 0-d jax scalars
+        except (TypeError, ValueError):
+            raise ValueError(f"{fn}: {name} must be a number or a schedule, got {value!r}") from None
+    if math.isnan(value):
+        raise ValueError(f"{fn}: {name} must not be NaN, got {value!r}")
+    return float(value)
+
+
+def check_range(
+    fn: str,
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raise ``ValueError`` unless ``value`` lies in the interval; schedules pass unchecked."""
+    x = _number(fn, name, value)
+    if x is None:
+        return
+    below = x <= low if low_open else x < low
+    above = x >= high if high_open else x > high
+    if below or above:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{fn}: {name} must be in {interval}, got {value!r}")
+
+
+def check_non_negative(fn: str, name: str, value: Any) -> None:
+    """Raise ``ValueError`` if ``value`` is a number that is negative, infinite or NaN."""
+    x = _number(fn, name, value)
+    if x is not None and not (0.0 <= x < math.inf):
+        raise ValueError(f"{fn}: {name} must be a finite number >= 0, got {value!r}")
+
+
+def check_positive(fn: str, name: str, value: Any) -> None:
+    """Raise ``ValueError`` if ``value`` is a number that is not > 0 and finite."""
+    x = _number(fn, name, value)
+    if x is not None and not (0.0 < x < math.inf):
+        raise ValueError(f"{fn}: {name} must be a finite number > 0, got {value!r}")
+
+
+def check_finite(fn: str, name: str, value: Any) -> None:
+    """Raise ``ValueError`` if ``value`` is a number that is infinite or NaN."""
+    x = _number(fn, name, value)
+    if x is not None and not math.isfinite(x):
+        raise ValueError(f"{fn}: {name} must be finite, got {value!r}")
+
+
+def check_decay(fn: str, name: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is in [0, 1) (EMA factors such as b1, b2)."""
+    check_range(fn, name, value, 0.0, 1.0, high_open=True)
+
+
+def as_scalar(value: Any, dtype: Any) -> jnp.ndarray:
+    """``value`` as a 0-d array of ``dtype`` (so multiplying keeps the update's dtype)."""
+    return jnp.asarray(value, dtype=dtype)

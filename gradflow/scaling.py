@@ -1,0 +1,191 @@
+"""Scaling blocks: constant and scheduled step sizes, momentum, weight decay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradflow import hparams
+from gradflow import tree as tree_lib
+from gradflow.base import EmptyState, GradientTransformation
+
+
+def _times(updates: Any, factor: Any) -> Any:
+    """Each leaf times a scalar factor, cast to the leaf's dtype (so dtypes are kept)."""
+    return jax.tree.map(lambda g: hparams.as_scalar(factor, g.dtype) * g, updates)
+
+
+def scale(step_size: float) -> GradientTransformation:
+    """u ← s·g for a constant scalar s.
+
+    Args:
+      step_size: the factor s (any finite number; negative flips the direction).
+    """
+    hparams.check_finite("scale", "step_size", step_size)
+
+    def init_fn(params):
+        del params
+        return EmptyState()
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        return _times(updates, step_size), state
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByScheduleState(NamedTuple):
+    """State of :func:`scale_by_schedule`."""
+
+    count: jnp.ndarray  # int32 scalar: updates done so far (saturates at 2**31 - 1)
+
+
+def scale_by_schedule(step_size_fn: Callable[[Any], Any]) -> GradientTransformation:
+    """u ← s(t)·g, where s is a schedule and t the number of updates done (0 first).
+
+    Parity: optax.scale_by_schedule (same count convention: the first update
+    uses s(0)).
+    """
+    if not callable(step_size_fn):
+        raise ValueError(f"scale_by_schedule: step_size_fn must be callable, got {step_size_fn!r}")
+
+    def init_fn(params):
+        del params
+        return ScaleByScheduleState(count=tree_lib.zero_count())
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        updates = _times(updates, step_size_fn(state.count))
+        return updates, ScaleByScheduleState(count=tree_lib.safe_increment(state.count))
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def check_learning_rate(fn: str, learning_rate: hparams.ScalarOrSchedule) -> None:
+    """Refuse a learning rate that is negative, infinite or NaN (schedules pass)."""
+    hparams.check_non_negative(fn, "learning_rate", learning_rate)
+
+
+def scale_by_learning_rate(
+    learning_rate: hparams.ScalarOrSchedule, *, flip_sign: bool = True
+) -> GradientTransformation:
+    """u ← −α_t·g (or +α_t·g with ``flip_sign=False``): gradient descent's step.
+
+    Args:
+      learning_rate: α, a number ≥ 0 or a schedule ``step -> α_t``.
+      flip_sign: descend (the default) by returning −α·g.
+    """
+    check_learning_rate("scale_by_learning_rate", learning_rate)
+    sign = -1.0 if flip_sign else 1.0
+    if callable(learning_rate):
+        return scale_by_schedule(lambda count: sign * learning_rate(count))
+    return scale(sign * learning_rate)
+
+
+class TraceState(NamedTuple):
+    """State of :func:`trace`."""
+
+    count: jnp.ndarray  # int32 scalar: updates done so far
+    trace: Any  # like params (or accumulator_dtype): the momentum buffer b
+
+
+def trace(
+    decay: float,
+    nesterov: bool = False,
+    dampening: float = 0.0,
+    accumulator_dtype: Any = None,
+) -> GradientTransformation:
+    """Heavy-ball momentum in PyTorch's form.
+
+    b₁ = g₁;  b_t = μ·b_{t−1} + (1 − d)·g_t  for t > 1;
+    u = b_t, or u = g_t + μ·b_t with ``nesterov=True``.
+
+    The first step stores the gradient undamped, exactly as ``torch.optim.SGD``
+    does. With d = 0 this is b ← μ·b + g from b = 0, i.e. optax.trace.
+
+    Args:
+      decay: the momentum μ in [0, 1].
+      nesterov: use Nesterov's look-ahead u = g + μ·b.
+      dampening: PyTorch's dampening d in [0, 1].
+      accumulator_dtype: dtype of b (defaults to the parameter's dtype).
+
+    Parity: ``torch.optim.SGD(momentum=μ, dampening=d, nesterov=...)``;
+    ``optax.trace(decay=μ, nesterov=...)`` when d = 0.
+    """
+    hparams.check_range("trace", "decay", decay, 0.0, 1.0)
+    hparams.check_range("trace", "dampening", dampening, 0.0, 1.0)
+    if nesterov and (decay <= 0 or dampening != 0):
+        raise ValueError(
+            f"trace: nesterov=True needs decay > 0 and dampening == 0, got decay={decay!r}, dampening={dampening!r}"
+        )
+
+    def init_fn(params):
+        return TraceState(count=tree_lib.zero_count(), trace=tree_lib.zeros_like(params, accumulator_dtype))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        tree_lib.check_same_structure("trace", updates, state.trace, "momentum buffer")
+        # b starts at zero, so the first step's μ·b vanishes; only g's factor differs.
+        g_factor = jnp.where(state.count == 0, 1.0, 1.0 - dampening) if dampening else 1.0
+
+        def one(g, b):
+            b = (decay * b + g_factor * g).astype(b.dtype)
+            u = g + decay * b if nesterov else b
+            return u.astype(g.dtype), b
+
+        pairs = jax.tree.map(one, updates, state.trace)
+        is_pair = lambda x: isinstance(x, tuple)  # noqa: E731
+        new_updates = jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair)
+        new_trace = jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair)
+        return new_updates, TraceState(count=tree_lib.safe_increment(state.count), trace=new_trace)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+class AddDecayedWeightsState(NamedTuple):
+    """State of :func:`add_decayed_weights` (a counter, used when λ is a schedule)."""
+
+    count: jnp.ndarray  # int32 scalar: updates done so far
+
+
+def _resolve_mask(mask: Any, params: Any) -> Any:
+    return mask(params) if callable(mask) else mask
+
+
+def add_decayed_weights(
+    weight_decay: hparams.ScalarOrSchedule = 0.0, mask: Any = None
+) -> GradientTransformation:
+    """u ← g + λ_t·θ (L2 / decoupled weight decay, depending on where it is chained).
+
+    Args:
+      weight_decay: λ ≥ 0, or a schedule of the step.
+      mask: optional tree of Python bools shaped like the params (or a function
+        ``params -> tree``); leaves marked ``False`` are left undecayed.
+
+    Parity: ``optax.add_decayed_weights``. Chained before ``scale_by_learning_rate``
+    after an adaptive block it gives AdamW's decoupled decay −α·λ·θ.
+    """
+    hparams.check_non_negative("add_decayed_weights", "weight_decay", weight_decay)
+
+    def init_fn(params):
+        del params
+        return AddDecayedWeightsState(count=tree_lib.zero_count())
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError("add_decayed_weights: update needs params (pass params=...)")
+        tree_lib.check_same_structure("add_decayed_weights", updates, params)
+        wd = hparams.value_at(weight_decay, state.count)
+        decay = lambda g, p: (g + hparams.as_scalar(wd, p.dtype) * p).astype(g.dtype)  # noqa: E731
+        if mask is None:
+            new = jax.tree.map(decay, updates, params)
+        else:
+            m = _resolve_mask(mask, params)
+            new = jax.tree.map(lambda g, p, on: decay(g, p) if on else g, updates, params, m)
+        return new, AddDecayedWeightsState(count=tree_lib.safe_increment(state.count))
+
+    return GradientTransformation(init_fn, update_fn)
