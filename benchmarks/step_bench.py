@@ -1,0 +1,246 @@
+"""Optimizer step time: gradflow against optax (and torch.optim when importable), in one run.
+
+For each workload (tree of parameters) and optimizer, times one jit-compiled
+step ``(params, state, grads) -> (params, state)`` with the parameter and state
+buffers donated, as a real training step does. Reports the median over
+``--steps`` timed steps after warm-up, the compile time, the effective memory
+bandwidth (bytes the step must move / time), the ratio to optax, and the
+ratio to the floor: the bytes moved at the copy bandwidth measured in the
+same run.
+
+Run:  python benchmarks/step_bench.py            (full, several minutes)
+      python benchmarks/step_bench.py --quick    (small sizes, under a minute)
+Writes a table to stdout and the numbers to benchmarks/results.json (or --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import gradflow as gf
+
+LR = 1e-3
+
+
+def transformer_shapes(layers: int, d: int, vocab: int) -> list[tuple[int, ...]]:
+    """Leaf shapes of a pre-norm transformer: attention, MLP, two layer norms per layer, an embedding."""
+    shapes: list[tuple[int, ...]] = [(vocab, d)]
+    for _ in range(layers):
+        shapes += [(d, 3 * d), (3 * d,), (d, d), (d,), (d, 4 * d), (4 * d,), (4 * d, d), (d,), (d,), (d,), (d,), (d,)]
+    return shapes + [(d,), (d,)]
+
+
+def small_leaf_shapes(n: int) -> list[tuple[int, ...]]:
+    """``n`` small leaves of about 1000 parameters each, mixed shapes."""
+    base = [(32, 32), (1000,), (8, 128), (24, 40), (1024,)]
+    return [base[i % len(base)] for i in range(n)]
+
+
+def workloads(quick: bool) -> dict[str, list[tuple[int, ...]]]:
+    if quick:
+        return {
+            "1 leaf 4M": [(4_000_000,)],
+            "26 leaves 2M": transformer_shapes(2, 128, 4000),
+            "200 small leaves": small_leaf_shapes(200),
+        }
+    return {
+        "1 leaf 50M": [(50_000_000,)],
+        "195 leaves 22M": transformer_shapes(16, 320, 8000),
+        "2000 small leaves": small_leaf_shapes(2000),
+    }
+
+
+# name -> (gradflow factory, optax factory or None, bytes moved per float32 parameter)
+OPTIMIZERS: dict[str, tuple[Callable, Callable | None, int]] = {
+    "sgd+momentum": (lambda: gf.sgd(LR, momentum=0.9), lambda: optax.sgd(LR, momentum=0.9), 20),
+    "adagrad": (lambda: gf.adagrad(LR), lambda: optax.adagrad(LR), 20),
+    "rmsprop": (lambda: gf.rmsprop(LR), lambda: optax.rmsprop(LR, eps_in_sqrt=False), 20),
+    "adam": (lambda: gf.adam(LR), lambda: optax.adam(LR), 28),
+    "adamw": (lambda: gf.adamw(LR, weight_decay=1e-2), lambda: optax.adamw(LR, weight_decay=1e-2), 28),
+    "clip+adam": (
+        lambda: gf.chain(gf.clip_by_global_norm(1.0), gf.adam(LR)),
+        lambda: optax.chain(optax.clip_by_global_norm(1.0), optax.adam(LR)),
+        32,  # the gradient is read twice: once for its norm, once for the update
+    ),
+    "zclip+adam": (lambda: gf.chain(gf.zclip(), gf.adam(LR)), None, 32),
+}
+
+
+def make_tree(shapes: list[tuple[int, ...]], seed: int) -> dict:
+    key = jax.random.PRNGKey(seed)
+    keys = jax.random.split(key, len(shapes))
+    return {f"p{i:04d}": jax.random.normal(k, s, jnp.float32) for i, (k, s) in enumerate(zip(keys, shapes))}
+
+
+def time_jax(tx, shapes: list[tuple[int, ...]], steps: int, warmup: int = 3) -> tuple[float, float]:
+    """(median step seconds, compile seconds) of a donated jit step of ``tx``."""
+    params = make_tree(shapes, 0)
+    grads = jax.tree.map(lambda x: 1e-3 * x, make_tree(shapes, 1))
+    state = tx.init(params)
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(step, donate_argnums=(0, 1)).lower(params, state, grads).compile()
+    compile_s = time.perf_counter() - t0
+    for _ in range(warmup):
+        params, state = compiled(params, state, grads)
+    jax.block_until_ready((params, state))
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        params, state = compiled(params, state, grads)
+        jax.block_until_ready((params, state))
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), compile_s
+
+
+def copy_bandwidth(n: int, steps: int) -> float:
+    """Bytes/second of a donated elementwise pass over ``n`` float32 (read 4 B, write 4 B)."""
+    x = jnp.ones((n,), jnp.float32)
+    f = jax.jit(lambda x: x + 1.0, donate_argnums=0)
+    for _ in range(3):
+        x = f(x)
+    x.block_until_ready()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        x = f(x)
+        x.block_until_ready()
+        times.append(time.perf_counter() - t0)
+    return 8 * n / statistics.median(times)
+
+
+def torch_factories():
+    """torch.optim counterparts, or {} without torch."""
+    try:
+        import torch
+    except ImportError:
+        return {}, None
+    torch.set_num_threads(os.cpu_count() or 1)
+    opt = torch.optim
+    # name -> (constructor, clip first); RMSprop has no fused kernel
+    return {
+        "sgd+momentum": (lambda ps, **kw: opt.SGD(ps, lr=LR, momentum=0.9, **kw), False),
+        "adagrad": (lambda ps, **kw: opt.Adagrad(ps, lr=LR, **kw), False),
+        "rmsprop": (lambda ps, **kw: None if "fused" in kw else opt.RMSprop(ps, lr=LR, alpha=0.9, **kw), False),
+        "adam": (lambda ps, **kw: opt.Adam(ps, lr=LR, **kw), False),
+        "adamw": (lambda ps, **kw: opt.AdamW(ps, lr=LR, weight_decay=1e-2, **kw), False),
+        "clip+adam": (lambda ps, **kw: opt.Adam(ps, lr=LR, **kw), True),
+    }, torch
+
+
+def time_torch(torch, spec, shapes, steps: int, mode: str, warmup: int = 3) -> float | None:
+    """Median seconds of ``optimizer.step()`` (plus ``clip_grad_norm_`` when asked) in torch."""
+    gen = torch.Generator().manual_seed(0)
+    params = [torch.randn(s, generator=gen) for s in shapes]
+    for p in params:
+        p.requires_grad_(True)
+        p.grad = 1e-3 * torch.randn(p.shape, generator=gen)
+    make, clip = spec
+    try:
+        optimizer = make(params, **({"fused": True} if mode == "fused" else {"foreach": True}))
+    except (RuntimeError, TypeError, ValueError):
+        return None  # this torch build has no such kernel on the CPU
+    if optimizer is None:
+        return None
+
+    def step():
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
+        optimizer.step()
+
+    with torch.no_grad():
+        for _ in range(warmup):
+            step()
+        times = []
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small workloads and few steps (under a minute)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per case (default 15, quick 10)")
+    parser.add_argument("--only", default=None, help="comma-separated optimizer names to run")
+    parser.add_argument("--no-torch", action="store_true", help="skip torch.optim even when importable")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")), help="where to write JSON")
+    args = parser.parse_args(argv)
+    steps = args.steps or (10 if args.quick else 15)
+    names = args.only.split(",") if args.only else list(OPTIMIZERS)
+    torch_opts, torch = ({}, None) if args.no_torch else torch_factories()
+
+    loads = workloads(args.quick)
+    largest = max(sum(int(np.prod(s)) for s in shapes) for shapes in loads.values())
+    bw = copy_bandwidth(largest, steps)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; copy bandwidth {bw / 1e9:.2f} GB/s (donated x+1 over {largest / 1e6:.0f}M float32)")
+
+    rows = []
+    for load, shapes in loads.items():
+        n = sum(int(np.prod(s)) for s in shapes)
+        for name in names:
+            gf_factory, optax_factory, bytes_per = OPTIMIZERS[name]
+            floor = bytes_per * n / bw
+            measured = {"gradflow": time_jax(gf_factory(), shapes, steps)}
+            if optax_factory is not None:
+                measured["optax"] = time_jax(optax_factory(), shapes, steps)
+            for mode in ("foreach", "fused"):
+                if name in torch_opts:
+                    t = time_torch(torch, torch_opts[name], shapes, steps, mode)
+                    if t is not None:
+                        measured[f"torch-{mode}"] = (t, 0.0)
+            optax_t = measured.get("optax", (None,))[0]
+            for lib, (t, compile_s) in measured.items():
+                rows.append({
+                    "workload": load, "params": n, "leaves": len(shapes), "optimizer": name, "library": lib,
+                    "median_ms": 1e3 * t, "compile_s": compile_s if lib in ("gradflow", "optax") else None,
+                    "GBps": bytes_per * n / t / 1e9, "ratio_to_optax": t / optax_t if optax_t else None,
+                    "ratio_to_floor": t / floor,
+                })
+            r = rows[-len(measured):]
+            print_rows(r, header=not rows[: -len(measured)])
+    result = {
+        "command": "python benchmarks/step_bench.py" + (" --quick" if args.quick else ""),
+        "jax": jax.__version__, "optax": optax.__version__, "torch": getattr(torch, "__version__", None),
+        "platform": jax.devices()[0].platform, "device": str(jax.devices()[0].device_kind),
+        "machine": platform.machine(), "copy_GBps": bw / 1e9, "timed_steps": steps, "rows": rows,
+    }
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+    return result
+
+
+def fmt(x, spec):
+    return "—" if x is None else format(x, spec)
+
+
+def print_rows(rows: list[dict], header: bool) -> None:
+    if header:
+        print(f"{'workload':<18} {'optimizer':<13} {'library':<14} {'step ms':>9} {'compile s':>9} {'GB/s':>7} {'/optax':>7} {'/floor':>7}")
+    for r in rows:
+        print(
+            f"{r['workload']:<18} {r['optimizer']:<13} {r['library']:<14} {r['median_ms']:9.2f} "
+            f"{fmt(r['compile_s'], '9.2f'):>9} {r['GBps']:7.2f} {fmt(r['ratio_to_optax'], '7.2f'):>7} {r['ratio_to_floor']:7.2f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
