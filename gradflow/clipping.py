@@ -678,8 +678,12 @@ def adagc(
       γ_i ← β·γ_i + (1 − β)·‖ĝ_{t,i}‖.
 
     Defaults are the paper's (λ_abs = 1.0, λ_rel = 1.05, β = 0.98, 100 warm-up
-    steps). Note (as in the paper): a leaf whose gradient is zero throughout
-    warm-up gets γ_i = 0 and stays at zero afterwards.
+    steps). λ_abs is meant to sit near the typical gradient norm (the paper's
+    models have ‖g‖ ≲ 1): when norms are well above it, every warm-up step is
+    clipped, γ_i starts small, and afterwards every step is clipped while γ_i
+    grows by at most a factor β + (1 − β)·λ_rel per step (0.1% with the defaults).
+    As in the paper, a leaf whose gradient is zero throughout warm-up gets γ_i = 0
+    and stays at zero afterwards.
 
     Args:
       lambda_abs: λ_abs > 0, the global clip bound during warm-up.
