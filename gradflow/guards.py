@@ -160,6 +160,13 @@ def skip_spikes(
     Returns:
       A :class:`GradientTransformation` whose state is a :class:`SkipSpikesState`.
 
+    Parity: OLMo-core's ``SkipStepOptimizer(rolling_interval_length=128, sigma_factor=6)``
+    judges against the previous values in the same way (mean, n − 1 standard deviation,
+    active from half a window) but keeps skipped values in its window and watches loss
+    and gradient norm together; gradflow keeps only accepted values (so a spike does not
+    widen the band for the next one) and watches one of them. Tested against a NumPy
+    version of this rule.
+
     References:
       Groeneveld et al., OLMo: Accelerating the Science of Language Models, 2024,
       https://arxiv.org/abs/2402.00838 (OLMo 2's skip-step rule: OLMo et al., 2 OLMo 2
