@@ -15,7 +15,8 @@ import pytest
 
 import gradflow as gf
 from tests import reference
-from tests.helpers import assert_trajectories_close, run_trajectory
+from tests.fast_trajectory import scan_trajectory as run_trajectory
+from tests.helpers import assert_trajectories_close
 
 SHAPES = {"w": (4, 3), "b": (3,), "s": ()}
 STEPS = 200
