@@ -15,6 +15,24 @@ from gradflow.scaling import scale
 from gradflow.scaling import scale_by_learning_rate
 from gradflow.scaling import scale_by_schedule
 from gradflow.scaling import trace
+from gradflow.schedules import constant_schedule
+from gradflow.schedules import cosine_decay_schedule
+from gradflow.schedules import cosine_onecycle_schedule
+from gradflow.schedules import exponential_decay
+from gradflow.schedules import inverse_sqrt_schedule
+from gradflow.schedules import join_schedules
+from gradflow.schedules import linear_onecycle_schedule
+from gradflow.schedules import linear_schedule
+from gradflow.schedules import piecewise_constant_schedule
+from gradflow.schedules import piecewise_interpolate_schedule
+from gradflow.schedules import plot_schedule
+from gradflow.schedules import polynomial_schedule
+from gradflow.schedules import sgdr_schedule
+from gradflow.schedules import warm_restarts_schedule
+from gradflow.schedules import warmup_constant_schedule
+from gradflow.schedules import warmup_cosine_decay_schedule
+from gradflow.schedules import warmup_exponential_decay_schedule
+from gradflow.schedules import wsd_schedule
 from gradflow.tree import global_norm
 from gradflow.tree import safe_increment
 
@@ -29,13 +47,31 @@ __all__ = [
     "add_decayed_weights",
     "apply_updates",
     "chain",
+    "constant_schedule",
+    "cosine_decay_schedule",
+    "cosine_onecycle_schedule",
+    "exponential_decay",
     "global_norm",
     "identity",
+    "inverse_sqrt_schedule",
+    "join_schedules",
+    "linear_onecycle_schedule",
+    "linear_schedule",
+    "piecewise_constant_schedule",
+    "piecewise_interpolate_schedule",
+    "plot_schedule",
+    "polynomial_schedule",
     "safe_increment",
     "scale",
     "scale_by_learning_rate",
     "scale_by_schedule",
     "sgd",
+    "sgdr_schedule",
     "stateless",
     "trace",
+    "warm_restarts_schedule",
+    "warmup_constant_schedule",
+    "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule",
+    "wsd_schedule",
 ]
