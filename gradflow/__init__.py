@@ -7,6 +7,10 @@ from gradflow.base import chain
 from gradflow.base import identity
 from gradflow.base import stateless
 from gradflow.optimizers import sgd
+from gradflow.plateau import ReduceOnPlateauState
+from gradflow.plateau import RestartOnLossState
+from gradflow.plateau import reduce_on_plateau
+from gradflow.plateau import restart_on_loss
 from gradflow.scaling import AddDecayedWeightsState
 from gradflow.scaling import ScaleByScheduleState
 from gradflow.scaling import TraceState
@@ -42,6 +46,8 @@ __all__ = [
     "AddDecayedWeightsState",
     "EmptyState",
     "GradientTransformation",
+    "ReduceOnPlateauState",
+    "RestartOnLossState",
     "ScaleByScheduleState",
     "TraceState",
     "add_decayed_weights",
@@ -61,6 +67,8 @@ __all__ = [
     "piecewise_interpolate_schedule",
     "plot_schedule",
     "polynomial_schedule",
+    "reduce_on_plateau",
+    "restart_on_loss",
     "safe_increment",
     "scale",
     "scale_by_learning_rate",

@@ -46,15 +46,21 @@ def _plateau_losses() -> dict[str, np.ndarray]:
     with_nan = np.concatenate([falling, flat, drop])
     with_nan[33] = np.nan
     with_nan[34] = np.nan
-    negative = -np.concatenate([np.linspace(0.5, 3.0, 15), np.full(10, 3.0), np.linspace(3.2, 4.0, 5), np.full(12, 4.0)])
+    # Negative losses that stall by getting worse (both rules see no improvement) ...
+    negative = -np.concatenate([np.linspace(0.5, 3.0, 15), np.full(10, 2.9), np.linspace(3.2, 4.0, 5), np.full(12, 3.8)])
+    # ... and that stall exactly flat: PyTorch's b·(1 − threshold) lies above a negative b,
+    # so it takes each repeat of the best loss for an improvement and never reduces.
+    negative_flat = -np.concatenate([np.linspace(0.5, 3.0, 15), np.full(15, 3.0)])
     abs_mode = np.concatenate([np.linspace(2.0, 1.0, 11), 1.0 - 0.004 * np.arange(1, 15), np.linspace(0.9, 0.5, 5), np.full(10, 0.5)])
-    return {"rel_nan": with_nan, "negative": negative, "abs": abs_mode}
+    return {"rel_nan": with_nan, "negative": negative, "negative_flat": negative_flat, "abs": abs_mode}
 
 
 PLATEAU = [
     dict(name="plateau_rel_nan", losses="rel_nan", lr=0.1,
          kwargs=dict(factor=0.5, patience=3, threshold=1e-4, threshold_mode="rel", cooldown=2, min_lr=0.004)),
     dict(name="plateau_rel_negative", losses="negative", lr=0.1,
+         kwargs=dict(factor=0.1, patience=2, threshold=1e-4, threshold_mode="rel", cooldown=0, min_lr=0.0)),
+    dict(name="plateau_rel_negative_flat", losses="negative_flat", lr=0.1,
          kwargs=dict(factor=0.1, patience=2, threshold=1e-4, threshold_mode="rel", cooldown=0, min_lr=0.0)),
     dict(name="plateau_abs", losses="abs", lr=0.2,
          kwargs=dict(factor=0.3, patience=1, threshold=0.01, threshold_mode="abs", cooldown=1, min_lr=0.0)),
