@@ -6,6 +6,10 @@ from gradflow.base import apply_updates
 from gradflow.base import chain
 from gradflow.base import identity
 from gradflow.base import stateless
+from gradflow.inject import InjectHyperparamsState
+from gradflow.inject import current_hyperparams
+from gradflow.inject import inject_hyperparams
+from gradflow.inject import set_hyperparams
 from gradflow.optimizers import sgd
 from gradflow.plateau import ReduceOnPlateauState
 from gradflow.plateau import RestartOnLossState
@@ -46,6 +50,7 @@ __all__ = [
     "AddDecayedWeightsState",
     "EmptyState",
     "GradientTransformation",
+    "InjectHyperparamsState",
     "ReduceOnPlateauState",
     "RestartOnLossState",
     "ScaleByScheduleState",
@@ -56,9 +61,11 @@ __all__ = [
     "constant_schedule",
     "cosine_decay_schedule",
     "cosine_onecycle_schedule",
+    "current_hyperparams",
     "exponential_decay",
     "global_norm",
     "identity",
+    "inject_hyperparams",
     "inverse_sqrt_schedule",
     "join_schedules",
     "linear_onecycle_schedule",
@@ -73,6 +80,7 @@ __all__ = [
     "scale",
     "scale_by_learning_rate",
     "scale_by_schedule",
+    "set_hyperparams",
     "sgd",
     "sgdr_schedule",
     "stateless",
