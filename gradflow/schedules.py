@@ -513,7 +513,7 @@ def warmup_cosine_decay_schedule(
       A schedule (float32).
 
     Parity: ``optax.warmup_cosine_decay_schedule`` (same arguments; optax refuses
-    W = D, gradflow jumps to ``end_value`` at D). Keras ``CosineDecay(0, D − W,
+    W = D, gradflow jumps to ``end_value`` at D). Keras ``CosineDecay(α₀, D − W,
     alpha=α_end/α_peak, warmup_target=α_peak, warmup_steps=W)`` likewise.
 
     Raises:
@@ -993,7 +993,8 @@ def plot_schedule(
         raise ImportError("plot_schedule needs matplotlib: pip install 'gradflow[examples]'") from e
     curves = dict(schedule) if isinstance(schedule, Mapping) else {"schedule": schedule}
     steps = jnp.arange(num_steps, dtype=jnp.int32)
-    fig = Figure(figsize=(7, 3.6), dpi=100)
+    several = isinstance(schedule, Mapping)
+    fig = Figure(figsize=(9.5 if several else 7, 3.6), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     for label, fn in curves.items():
@@ -1002,8 +1003,8 @@ def plot_schedule(
     ax.set_xlabel("step")
     ax.set_ylabel("value")
     ax.grid(True, alpha=0.3)
-    if isinstance(schedule, Mapping):
-        ax.legend(fontsize=8, loc="upper right")
+    if several:
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
     if path is None:
         import tempfile
