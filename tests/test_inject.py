@@ -228,3 +228,15 @@ def test_wraps_optax_factories():
     for k in plain:
         np.testing.assert_allclose(injected[k], plain[k], rtol=1e-5, atol=1e-6)
     assert {"learning_rate", "b1", "b2", "eps"} <= set(state.hyperparams)
+
+
+def test_init_runs_on_shapes_only():
+    shapes = {"w": jax.ShapeDtypeStruct((1000, 10), jnp.bfloat16), "b": jax.ShapeDtypeStruct((10,), jnp.float32)}
+    for tx in (
+        gf.inject_hyperparams(gf.sgd)(learning_rate=COSINE, momentum=0.9),
+        gf.reduce_on_plateau(),
+        gf.restart_on_loss(COSINE, patience=3),
+    ):
+        state = jax.eval_shape(tx.init, shapes)
+        assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(state))
+    assert state.scale.dtype == jnp.float32
