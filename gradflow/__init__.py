@@ -15,6 +15,8 @@ from gradflow.scaling import scale
 from gradflow.scaling import scale_by_learning_rate
 from gradflow.scaling import scale_by_schedule
 from gradflow.scaling import trace
+from gradflow.sharding import init_sharded
+from gradflow.sharding import state_sharding
 from gradflow.tree import global_norm
 from gradflow.tree import safe_increment
 
@@ -31,11 +33,13 @@ __all__ = [
     "chain",
     "global_norm",
     "identity",
+    "init_sharded",
     "safe_increment",
     "scale",
     "scale_by_learning_rate",
     "scale_by_schedule",
     "sgd",
+    "state_sharding",
     "stateless",
     "trace",
 ]
