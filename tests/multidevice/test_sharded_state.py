@@ -152,3 +152,42 @@ def test_compiled_step_moves_no_full_leaf_between_devices(name):
     assert "all-to-all" not in hlo
     for shape in re.findall(r"= (\S+) all-reduce(?:-start)?\(", hlo):
         assert re.fullmatch(r"\(?([a-z0-9]+\[\],? ?)+\)?", shape), f"non-scalar all-reduce {shape}"
+
+
+AXIS_TRANSFORMS = {
+    "clip": lambda ax: gf.clip(1.0, axis_name=ax),
+    "clip_by_norm": lambda ax: gf.clip_by_norm(5.0, axis_name=ax),
+    "clip_by_global_norm": lambda ax: gf.clip_by_global_norm(5.0, axis_name=ax),
+    "clip_by_block_rms": lambda ax: gf.clip_by_block_rms(0.5, axis_name=ax),
+    "autoclip": lambda ax: gf.autoclip(50.0, axis_name=ax),
+    "zclip": lambda ax: gf.zclip(warmup_steps=2, axis_name=ax),
+    "adagc": lambda ax: gf.adagc(warmup_steps=2, axis_name=ax),
+    "apply_if_finite": lambda ax: gf.apply_if_finite(gf.sgd(0.1), 2, axis_name=ax),
+    "skip_spikes": lambda ax: gf.skip_spikes(gf.sgd(0.1), threshold=1.0, window=4, min_samples=2, axis_name=ax),
+    "monitor": lambda ax: gf.monitor(gf.sgd(0.1), axis_name=ax),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AXIS_TRANSFORMS))
+def test_norms_inside_shard_map_with_axis_name_equal_global_ones(name):
+    """Every leaf split over "d" inside shard_map; with axis_name="d" the results equal the global run."""
+    shapes = {"a": (16, 3), "b": (8,), "c": (24, 2)}
+    spec = {k: P("d", *([None] * (len(s) - 1))) for k, s in shapes.items()}
+    rng = np.random.default_rng(0)
+    params = {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()}
+    grads = [{k: (60.0 if t == 3 else 1.0) * rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()} for t in range(6)]
+    grads[4]["b"][3] = np.nan  # one non-finite element, on one shard only
+
+    tx_global, tx_local = AXIS_TRANSFORMS[name](None), AXIS_TRANSFORMS[name]("d")
+    state_spec = jax.tree.map(lambda _: P(), tx_local.init(params))
+    local_step = jax.jit(jax.shard_map(
+        lambda g, s, p: tx_local.update(g, s, p), mesh=mesh(),
+        in_specs=(spec, state_spec, spec), out_specs=(spec, state_spec), check_vma=False,
+    ))
+    global_step = jax.jit(tx_global.update)
+    s_local, s_global = tx_local.init(params), tx_global.init(params)
+    for g in grads:
+        u_local, s_local = local_step(g, s_local, params)
+        u_global, s_global = global_step(g, s_global, params)
+        chex.assert_trees_all_close(u_local, u_global, rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(gf.stats(s_local), gf.stats(s_global), rtol=1e-5, atol=1e-6)
