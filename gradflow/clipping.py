@@ -623,15 +623,14 @@ def zclip(
 
     def init_fn(params):
         dt = stat_dtype(params)
-        zero = jnp.zeros((), dt)
         return ZclipState(
             count=tree_lib.zero_count(),
-            norm=zero,
-            z=zero,
+            norm=jnp.zeros((), dt),
+            z=jnp.zeros((), dt),
             clipped=jnp.zeros((), jnp.bool_),
             num_clipped=tree_lib.zero_count(),
-            mean=zero,
-            var=zero,
+            mean=jnp.zeros((), dt),
+            var=jnp.zeros((), dt),
             num_recorded=tree_lib.zero_count(),
             warmup_norms=jnp.zeros((w,), dt),
         )

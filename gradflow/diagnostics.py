@@ -94,9 +94,10 @@ def monitor(
     def init_fn(params):
         dt = stat_dtype(params)
         inner_state = inner.init(params)
-        zero = jnp.zeros((), dt)
         lr = lr_at(tree_lib.zero_count(), inner_state, dt)
-        return MonitorState(inner_state, tree_lib.zero_count(), zero, zero, zero, lr)
+        return MonitorState(
+            inner_state, tree_lib.zero_count(), jnp.zeros((), dt), jnp.zeros((), dt), jnp.zeros((), dt), lr
+        )
 
     def update_fn(updates, state, params=None, **extra_args):
         dt = state.grad_norm.dtype

@@ -196,14 +196,13 @@ def skip_spikes(
 
     def init_fn(params):
         dt = stat_dtype(params)
-        zero = jnp.zeros((), dt)
         return SkipSpikesState(
             inner_state=inner.init(params),
             count=tree_lib.zero_count(),
-            norm=zero,
-            value=zero,
-            mean=zero,
-            std=zero,
+            norm=jnp.zeros((), dt),
+            value=jnp.zeros((), dt),
+            mean=jnp.zeros((), dt),
+            std=jnp.zeros((), dt),
             skipped=jnp.zeros((), jnp.bool_),
             num_skipped=tree_lib.zero_count(),
             num_consecutive_skips=tree_lib.zero_count(),

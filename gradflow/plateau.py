@@ -260,15 +260,14 @@ def restart_on_loss(
 
     def init_fn(params):
         del params
-        zero = tree_lib.zero_count()
         return RestartOnLossState(
-            count=zero,
-            scale=jnp.asarray(schedule(zero)).astype(_F32),
+            count=tree_lib.zero_count(),
+            scale=jnp.asarray(schedule(tree_lib.zero_count())).astype(_F32),
             best_value=jnp.full((), jnp.inf, _F32),
-            plateau_count=zero,
+            plateau_count=tree_lib.zero_count(),
             armed=jnp.zeros((), jnp.bool_),
-            cooldown_count=zero,
-            restarts=zero,
+            cooldown_count=tree_lib.zero_count(),
+            restarts=tree_lib.zero_count(),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
