@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
+import math
 import os
 import time
 from collections.abc import Callable
@@ -80,7 +80,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------- models
 
 
-def rnn_init(key: jax.Array, vocab: int, hidden: int, gain: float) -> dict:
+def rnn_init(key: jax.Array, vocab: int, hidden: int, gain: float, input_scale: float) -> dict:
     """h_t = tanh(W_x[c_t] + W_h h_{t−1} + b); logits_t = W_y h_t + b_y.
 
     W_h ~ N(0, gain²/H): a gain above 1 puts the recurrence in the regime where
@@ -88,7 +88,7 @@ def rnn_init(key: jax.Array, vocab: int, hidden: int, gain: float) -> dict:
     """
     kx, kh, ky = jax.random.split(key, 3)
     return {
-        "w_x": jax.random.normal(kx, (vocab, hidden)) * 0.5,
+        "w_x": jax.random.normal(kx, (vocab, hidden)) * input_scale,
         "w_h": jax.random.normal(kh, (hidden, hidden)) * (gain / np.sqrt(hidden)),
         "b": jnp.zeros((hidden,)),
         "w_y": jax.random.normal(ky, (hidden, vocab)) / np.sqrt(hidden),
@@ -162,13 +162,16 @@ class Task:
     sample: Callable[[Any, jax.Array], Any]  # (data, key) -> batch, inside jit
     evaluate: Callable[[Any], dict[str, float]]  # params -> held-out metrics
     recipes: Callable[[int], list[Recipe]]  # steps -> recipes
+    diverge_above: float = math.inf  # a training loss above this counts as divergence
 
 
 def constant(value: float) -> Callable[[Any], Any]:
     return lambda step: jnp.full((), value, jnp.float32)
 
 
-def rnn_task(seed: int, window: int = 200, batch: int = 32, hidden: int = 128, gain: float = 1.5) -> Task:
+def rnn_task(
+    seed: int, window: int = 200, batch: int = 32, hidden: int = 128, gain: float = 1.5, input_scale: float = 0.1
+) -> Task:
     """Character language model; loss in nats per character (ln 103 ≈ 4.63 is a uniform guess)."""
     train_ids, test_ids, vocab = encode_text(load_text())
 
@@ -205,11 +208,12 @@ def rnn_task(seed: int, window: int = 200, batch: int = 32, hidden: int = 128, g
         title=f"tanh RNN language model, {window}-character BPTT windows, W_h gain {gain}",
         default_steps=400,
         data=jnp.asarray(train_ids),
-        init=lambda key: rnn_init(key, len(vocab), hidden, gain),
+        init=lambda key: rnn_init(key, len(vocab), hidden, gain, input_scale),
         loss=rnn_loss,
         sample=sample,
         evaluate=evaluate,
         recipes=recipes,
+        diverge_above=4 * math.log(len(vocab)),  # four times the loss of a uniform guess
     )
 
 
@@ -275,7 +279,7 @@ class Result:
     learning_rate: np.ndarray  # (steps,) α_t
     clipped: np.ndarray  # (steps,) bool: a clipper in the recipe scaled this step down
     skipped: np.ndarray  # (steps,) bool: a guard in the recipe skipped this step
-    diverged_at: int | None  # first step with a non-finite loss or parameters
+    diverged_at: int | None  # first step whose loss was non-finite or above the task's bound
     final_loss: float  # mean training loss over the last tenth of the steps (NaN if diverged)
     metrics: dict[str, float]  # held-out metrics of the final parameters
     wall_time: float  # seconds, compilation included
@@ -312,7 +316,7 @@ def make_runner(task: Task, recipe: Recipe, seed: int, chunk: int) -> Callable:
                 "learning_rate": jnp.asarray(recipe.learning_rate(step), jnp.float32),
                 "num_clipped": _counter_sum(stats, "num_clipped"),
                 "num_skipped": _counter_sum(stats, "num_skipped"),
-                "finite": jnp.isfinite(loss) & jnp.isfinite(gf.global_norm(params)),
+                "ok": (loss <= task.diverge_above) & jnp.isfinite(gf.global_norm(params)),
             }
             return (params, state), out
 
@@ -344,7 +348,7 @@ def train(task: Task, recipe: Recipe, steps: int, seed: int, progress: bool = Tr
             params, state, out = runners[n](params, state, task.data, jnp.int32(done))
             out = jax.tree.map(np.asarray, out)
             history.append(out)
-            bad = np.flatnonzero(~out["finite"])
+            bad = np.flatnonzero(~out["ok"])
             bar.update(n)
             done += n
             if bad.size:
@@ -434,10 +438,15 @@ def plot(all_results: dict[str, tuple[Task, list[Result]]], path: str) -> None:
     for c, (task, results) in enumerate(all_results.values()):
         steps = len(results[0].loss)
         width = max(1, steps // 50)
+        tops = []
         for r in results:
-            line, = axes[0, c].plot(smooth(r.loss, width), label=r.recipe, lw=1.3)
+            label = r.recipe if r.diverged_at is None else f"{r.recipe} (diverged at step {r.diverged_at})"
+            smoothed = smooth(r.loss, width)
+            line, = axes[0, c].plot(smoothed, label=label, lw=1.3)
             if r.diverged_at is not None:
-                axes[0, c].axvline(r.diverged_at, color=line.get_color(), ls=":", lw=1)
+                axes[0, c].axvline(r.diverged_at, color=line.get_color(), ls=":", lw=1.5)
+            else:
+                tops.append(np.nanmax(smoothed))
             skipped = np.flatnonzero(r.skipped)
             if skipped.size:
                 axes[1, c].plot(skipped, r.grad_norm[skipped], "x", color=line.get_color(), ms=5)
@@ -446,6 +455,8 @@ def plot(all_results: dict[str, tuple[Task, list[Result]]], path: str) -> None:
         axes[0, c].set_title(task.title, fontsize=9)
         axes[0, c].set_ylabel(f"training loss (mean of {width} steps)")
         axes[0, c].set_yscale("log")
+        if tops:  # keep the survivors readable: a diverged run's loss leaves the top of the axis
+            axes[0, c].set_ylim(top=2 * max(tops))
         axes[0, c].legend(fontsize=8)
         axes[1, c].set_ylabel("gradient norm ‖g‖ (x: skipped step)")
         axes[1, c].set_yscale("log")
