@@ -6,6 +6,29 @@ from gradflow.base import apply_updates
 from gradflow.base import chain
 from gradflow.base import identity
 from gradflow.base import stateless
+from gradflow.clipping import AdagcState
+from gradflow.clipping import AdaptiveGradClipState
+from gradflow.clipping import AutoclipState
+from gradflow.clipping import ClipByBlockRmsState
+from gradflow.clipping import ClipByGlobalNormState
+from gradflow.clipping import ClipByNormState
+from gradflow.clipping import ClipState
+from gradflow.clipping import ZclipState
+from gradflow.clipping import adagc
+from gradflow.clipping import adaptive_grad_clip
+from gradflow.clipping import autoclip
+from gradflow.clipping import clip
+from gradflow.clipping import clip_by_block_rms
+from gradflow.clipping import clip_by_global_norm
+from gradflow.clipping import clip_by_norm
+from gradflow.clipping import zclip
+from gradflow.diagnostics import MonitorState
+from gradflow.diagnostics import monitor
+from gradflow.diagnostics import stats
+from gradflow.guards import ApplyIfFiniteState
+from gradflow.guards import SkipSpikesState
+from gradflow.guards import apply_if_finite
+from gradflow.guards import skip_spikes
 from gradflow.optimizers import sgd
 from gradflow.scaling import AddDecayedWeightsState
 from gradflow.scaling import ScaleByScheduleState
@@ -21,21 +44,44 @@ from gradflow.tree import safe_increment
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdagcState",
+    "AdaptiveGradClipState",
     "AddDecayedWeightsState",
+    "ApplyIfFiniteState",
+    "AutoclipState",
+    "ClipByBlockRmsState",
+    "ClipByGlobalNormState",
+    "ClipByNormState",
+    "ClipState",
     "EmptyState",
     "GradientTransformation",
+    "MonitorState",
     "ScaleByScheduleState",
+    "SkipSpikesState",
     "TraceState",
+    "ZclipState",
+    "adagc",
+    "adaptive_grad_clip",
     "add_decayed_weights",
+    "apply_if_finite",
     "apply_updates",
+    "autoclip",
     "chain",
+    "clip",
+    "clip_by_block_rms",
+    "clip_by_global_norm",
+    "clip_by_norm",
     "global_norm",
     "identity",
+    "monitor",
     "safe_increment",
     "scale",
     "scale_by_learning_rate",
     "scale_by_schedule",
     "sgd",
+    "skip_spikes",
     "stateless",
+    "stats",
     "trace",
+    "zclip",
 ]

@@ -1,0 +1,208 @@
+"""Diagnostics you can log from inside ``jit``: :func:`monitor` and :func:`stats`."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradflow import hparams
+from gradflow import tree as tree_lib
+from gradflow.base import GradientTransformation, _extra_args_filter, identity
+from gradflow.clipping import stat_dtype
+
+
+class MonitorState(NamedTuple):
+    """State of :func:`monitor`."""
+
+    inner_state: Any  # the wrapped transform's state
+    count: jnp.ndarray  # int32 scalar: updates seen
+    grad_norm: jnp.ndarray  # float scalar: ‖g‖ of the gradients that reached the monitor
+    update_norm: jnp.ndarray  # float scalar: ‖u‖ of the updates it returned
+    param_norm: jnp.ndarray  # float scalar: ‖θ‖ of the params passed to update (NaN when none)
+    learning_rate: Any  # float scalar: α of the last step, or None when unknown
+
+
+def _find_learning_rate(state: Any) -> Any:
+    """The ``learning_rate`` of the first ``inject_hyperparams``-style state in ``state``, or None."""
+    found = []
+
+    def visit(node):
+        if found:
+            return
+        hp = getattr(node, "hyperparams", None)
+        if isinstance(hp, dict) and "learning_rate" in hp:
+            found.append(hp["learning_rate"])
+            return
+        if isinstance(node, (tuple, list)):
+            for child in node:
+                visit(child)
+        elif isinstance(node, dict):
+            for child in node.values():
+                visit(child)
+
+    visit(state)
+    return found[0] if found else None
+
+
+def monitor(
+    inner: GradientTransformation | None = None,
+    learning_rate: hparams.ScalarOrSchedule | None = None,
+) -> GradientTransformation:
+    """Record the gradient norm, update norm, parameter norm and learning rate of each step.
+
+    ``monitor(tx)`` wraps a whole optimizer: it sees the raw gradients g going
+    in and the final updates u coming out, and records ‖g‖₂, ‖u‖₂ and ‖θ‖₂ (of
+    the ``params`` given to ``update``, before the step). Updates and the inner
+    state pass through untouched. ``monitor()`` with no ``inner`` is an identity
+    to put at the end of a chain; there it sees only the final updates (so
+    ``grad_norm`` equals ``update_norm``).
+
+    The learning rate recorded is α_t = ``learning_rate`` at the monitor's step
+    count t (0 first, the convention of :func:`gradflow.scale_by_schedule`) when
+    ``learning_rate`` is given (pass the same number or schedule the optimizer
+    uses); otherwise the ``learning_rate`` found in an ``optax.inject_hyperparams``
+    state inside ``inner``; otherwise nothing (the field is None). ‖u‖/(α‖g‖) is
+    then the effective step multiplier of the optimizer.
+
+    Args:
+      inner: the optimizer to watch (optional).
+      learning_rate: the optimizer's learning rate or schedule (optional).
+
+    Returns:
+      A :class:`GradientTransformation` whose state is a :class:`MonitorState`;
+      ``gradflow.stats(state)`` gives ``monitor/grad_norm`` etc.
+    """
+    if learning_rate is not None:
+        hparams.check_non_negative("monitor", "learning_rate", learning_rate)
+    inner = identity() if inner is None else inner
+    keep = _extra_args_filter(inner.update)
+
+    def lr_at(count, inner_state, dt):
+        if learning_rate is not None:
+            return jnp.asarray(hparams.value_at(learning_rate, count), dt)
+        found = _find_learning_rate(inner_state)
+        return None if found is None else jnp.asarray(found).astype(dt)
+
+    def init_fn(params):
+        dt = stat_dtype(params)
+        inner_state = inner.init(params)
+        zero = jnp.zeros((), dt)
+        lr = lr_at(tree_lib.zero_count(), inner_state, dt)
+        return MonitorState(inner_state, tree_lib.zero_count(), zero, zero, zero, lr)
+
+    def update_fn(updates, state, params=None, **extra_args):
+        dt = state.grad_norm.dtype
+        grad_norm = tree_lib.global_norm(updates).astype(dt)
+        new_updates, inner_state = inner.update(updates, state.inner_state, params, **keep(extra_args))
+        param_norm = (
+            jnp.asarray(jnp.nan, dt) if params is None else tree_lib.global_norm(params).astype(dt)
+        )
+        lr = lr_at(state.count, inner_state, dt)
+        return new_updates, MonitorState(
+            inner_state=inner_state,
+            count=tree_lib.safe_increment(state.count),
+            grad_norm=grad_norm,
+            update_norm=tree_lib.global_norm(new_updates).astype(dt),
+            param_norm=param_norm,
+            learning_rate=lr,
+        )
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+def _snake(name: str) -> str:
+    if name.endswith("State") and name != "State":
+        name = name[: -len("State")]
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
+    return name.lower()
+
+
+def _is_namedtuple(x: Any) -> bool:
+    return isinstance(x, tuple) and hasattr(type(x), "_fields")
+
+
+def stats(state: Any) -> dict[str, jnp.ndarray]:
+    """Every 0-d numeric leaf of an optimizer state, as a flat ``{name: scalar}`` dict.
+
+    Works on any state — gradflow's or optax's, nested through chains and
+    wrappers — and under ``jit`` (it only reads the state's structure). Names are
+    ``/``-joined: a NamedTuple contributes its class name in snake case without
+    ``State`` (``ClipByGlobalNormState`` → ``clip_by_global_norm``), then its field
+    name when the field holds an array or a dict (``clip_by_global_norm/norm``,
+    ``zclip/num_clipped``, ``inject_hyperparams/hyperparams/learning_rate``);
+    fields holding other states (``inner_state``) and plain tuples (chains) add
+    nothing, dict keys add themselves. When two leaves would get the same name
+    (say, two ``trace`` blocks), the positions in the enclosing tuples are added
+    to each of them (``0/trace/count``, ``2/trace/count``), so names are unique and
+    stable from step to step. Arrays with more than one element (moments,
+    histories) are left out; booleans become int32 (0/1).
+
+    Args:
+      state: any optimizer state.
+
+    Returns:
+      A dict of 0-d arrays, in the order of the state's leaves.
+    """
+    entries: list[tuple[tuple, tuple, Any]] = []  # (short path, long path, leaf)
+
+    def leaf(path_s, path_l, x):
+        if x is None:
+            return
+        if not hasattr(x, "dtype"):
+            if isinstance(x, (bool, int, float)):
+                x = jnp.asarray(x)
+            else:
+                return
+        if jnp.ndim(x) != 0:
+            return
+        dt = jnp.result_type(x)
+        if dt == jnp.bool_:
+            x = jnp.asarray(x, jnp.int32)
+        elif not (jnp.issubdtype(dt, jnp.number)):
+            return
+        entries.append((path_s, path_l, x))
+
+    def walk(node, path_s, path_l):
+        if node is None:
+            return
+        if _is_namedtuple(node):
+            name = _snake(type(node).__name__)
+            ps, pl = path_s + (name,), path_l + (name,)
+            for field in node._fields:
+                child = getattr(node, field)
+                if _is_namedtuple(child) or isinstance(child, (tuple, list)) or child is None:
+                    walk(child, ps, pl)
+                else:
+                    walk(child, ps + (field,), pl + (field,))
+        elif isinstance(node, (tuple, list)):
+            for i, child in enumerate(node):
+                walk(child, path_s, path_l + (str(i),))
+        elif isinstance(node, dict):
+            for k, child in node.items():
+                walk(child, path_s + (str(k),), path_l + (str(k),))
+        else:
+            children, _ = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
+            if len(children) == 1 and children[0][0] == ():
+                leaf(path_s, path_l, node)
+                return
+            for kp, child in children:
+                k = jax.tree_util.keystr(kp, simple=True, separator="/")
+                walk(child, path_s + (k,), path_l + (k,))
+
+    walk(state, (), ())
+    short_counts: dict[tuple, int] = {}
+    for s, _, _ in entries:
+        short_counts[s] = short_counts.get(s, 0) + 1
+    out: dict[str, jnp.ndarray] = {}
+    for s, l, x in entries:
+        key = "/".join(s if short_counts[s] == 1 else l)
+        if key in out:  # only if two different paths spell the same string
+            i = 1
+            while f"{key}#{i}" in out:
+                i += 1
+            key = f"{key}#{i}"
+        out[key] = x
+    return out

@@ -1,0 +1,143 @@
+"""monitor() and stats(): diagnostics as a flat dict of scalars, computed under jit."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradflow as gf
+
+PARAMS = {"w": jnp.arange(12.0).reshape(4, 3) / 10, "b": jnp.ones(3)}
+
+
+def _grads(scale=1.0):
+    return {"w": jnp.full((4, 3), 0.5 * scale), "b": jnp.full(3, -1.0 * scale)}
+
+
+def _norm(tree):
+    return float(np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree.leaves(tree))))
+
+
+def test_monitor_records_norms_and_learning_rate_and_passes_updates_through():
+    inner = gf.chain(gf.clip_by_global_norm(1.0), gf.sgd(lambda t: 0.1 / (1 + t), momentum=0.9))
+    tx = gf.monitor(inner, learning_rate=lambda t: 0.1 / (1 + t))
+    s, s_inner = tx.init(PARAMS), inner.init(PARAMS)
+    step = jax.jit(tx.update)
+    for t in range(3):
+        u, s = step(_grads(t + 1), s, PARAMS)
+        u_inner, s_inner = inner.update(_grads(t + 1), s_inner, PARAMS)
+        chex.assert_trees_all_close(u, u_inner, rtol=1e-6)
+        np.testing.assert_allclose(float(s.grad_norm), _norm(_grads(t + 1)), rtol=1e-6)
+        np.testing.assert_allclose(float(s.update_norm), _norm(u), rtol=1e-6)
+        np.testing.assert_allclose(float(s.param_norm), _norm(PARAMS), rtol=1e-6)
+        np.testing.assert_allclose(float(s.learning_rate), 0.1 / (1 + t), rtol=1e-6)
+    assert int(s.count) == 3
+    st = gf.stats(s)
+    for key in ("monitor/grad_norm", "monitor/update_norm", "monitor/param_norm", "monitor/learning_rate", "monitor/count"):
+        assert key in st
+
+
+def test_monitor_finds_inject_hyperparams_learning_rate_or_records_none():
+    tx = gf.monitor(optax.inject_hyperparams(optax.sgd)(learning_rate=optax.linear_schedule(0.5, 0.1, 4)))
+    s = tx.init(PARAMS)
+    seen = []
+    for _ in range(3):
+        u, s = tx.update(_grads(), s, PARAMS)
+        seen.append(float(s.learning_rate))
+        np.testing.assert_allclose(float(s.update_norm), seen[-1] * _norm(_grads()), rtol=1e-6)
+    np.testing.assert_allclose(seen, [0.5, 0.4, 0.3], rtol=1e-6)
+    plain = gf.monitor(gf.sgd(0.1))
+    s = plain.init(PARAMS)
+    _, s = plain.update(_grads(), s, PARAMS)
+    assert s.learning_rate is None and "monitor/learning_rate" not in gf.stats(s)
+
+
+def test_monitor_alone_at_the_end_of_a_chain_is_an_identity():
+    tx = gf.chain(gf.sgd(0.1), gf.monitor())
+    s = tx.init(PARAMS)
+    u, s = tx.update(_grads(), s, PARAMS)
+    chex.assert_trees_all_close(u, jax.tree.map(lambda g: -0.1 * g, _grads()), rtol=1e-6)
+    np.testing.assert_allclose(float(s[1].update_norm), 0.1 * _norm(_grads()), rtol=1e-6)
+    u, s = tx.update(_grads(), s)  # no params: the parameter norm is NaN
+    assert np.isnan(float(s[1].param_norm))
+
+
+def test_stats_of_a_chain_has_stable_named_scalars_under_jit():
+    tx = gf.monitor(
+        gf.apply_if_finite(gf.chain(gf.clip_by_global_norm(1.0), gf.zclip(warmup_steps=2), gf.sgd(0.1, momentum=0.9)), 3)
+    )
+    s = tx.init(PARAMS)
+
+    @jax.jit
+    def step(g, s):
+        u, s = tx.update(g, s, PARAMS)
+        return s, gf.stats(s)
+
+    s, st1 = step(_grads(), s)
+    s, st2 = step(_grads(100.0), s)
+    assert set(st1) == set(st2)
+    expected = {
+        "monitor/apply_if_finite/clip_by_global_norm/norm",
+        "monitor/apply_if_finite/clip_by_global_norm/clipped",
+        "monitor/apply_if_finite/clip_by_global_norm/num_clipped",
+        "monitor/apply_if_finite/zclip/num_clipped",
+        "monitor/apply_if_finite/zclip/mean",
+        "monitor/apply_if_finite/zclip/z",
+        "monitor/apply_if_finite/num_skipped",
+        "monitor/apply_if_finite/skipped",
+        "monitor/apply_if_finite/trace/count",
+        "monitor/grad_norm",
+    }
+    assert expected <= set(st2)
+    assert all(jnp.ndim(v) == 0 for v in st2.values())
+    assert not any("history" in k or "warmup_norms" in k or "trace/trace" in k for k in st2)  # no arrays
+    assert st2["monitor/apply_if_finite/clip_by_global_norm/clipped"].dtype == jnp.int32  # bools as 0/1
+    assert int(st2["monitor/apply_if_finite/clip_by_global_norm/num_clipped"]) == 2
+    np.testing.assert_allclose(float(st2["monitor/apply_if_finite/clip_by_global_norm/norm"]), 100 * _norm(_grads()), rtol=1e-6)
+
+
+def test_stats_makes_duplicate_names_unique_with_positions():
+    tx = gf.chain(gf.clip_by_global_norm(1.0), gf.trace(0.9), gf.clip_by_global_norm(2.0), gf.trace(0.5))
+    st = gf.stats(tx.init(PARAMS))
+    assert "0/clip_by_global_norm/norm" in st and "2/clip_by_global_norm/norm" in st
+    assert "1/trace/count" in st and "3/trace/count" in st
+    assert len(st) == 2 * 4 + 2
+
+
+def test_stats_of_optax_and_nested_dict_states():
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.inject_hyperparams(optax.adam)(learning_rate=0.1))
+    s = tx.init(PARAMS)
+    _, s = tx.update(_grads(), s, PARAMS)
+    st = gf.stats(s)
+    assert int(st["inject_stateful_hyperparams/scale_by_adam/count"]) == 1
+    np.testing.assert_allclose(float(st["inject_stateful_hyperparams/hyperparams/learning_rate"]), 0.1)
+    st = gf.stats({"encoder": gf.adagc().init({"a": jnp.zeros(2), "b": {"c": jnp.zeros(())}}), "n": 3, "v": np.zeros(4)})
+    assert "encoder/adagc/gamma/a" in st and "encoder/adagc/gamma/b/c" in st and "n" in st and "v" not in st
+
+
+def test_stats_can_be_logged_from_inside_jit():
+    tx = gf.chain(gf.skip_spikes(gf.sgd(0.1), window=4, min_samples=2), gf.monitor())
+    logged = []
+
+    @jax.jit
+    def step(params, state, g):
+        u, state = tx.update(g, state, params)
+        jax.debug.callback(lambda d: logged.append({k: float(v) for k, v in d.items()}), gf.stats(state))
+        return gf.apply_updates(params, u), state
+
+    params, state = PARAMS, tx.init(PARAMS)
+    for scale in (1.0, 1.1, 0.9, 1e6):
+        params, state = step(params, state, _grads(scale))
+    jax.effects_barrier()
+    assert len(logged) == 4
+    assert [d["skip_spikes/skipped"] for d in logged] == [0.0, 0.0, 0.0, 1.0]
+    assert logged[-1]["skip_spikes/num_skipped"] == 1.0 and logged[-1]["monitor/update_norm"] == 0.0
+
+
+def test_monitor_bad_learning_rate():
+    with pytest.raises(ValueError, match=r"monitor: learning_rate must be a finite number >= 0, got -1.0"):
+        gf.monitor(learning_rate=-1.0)
