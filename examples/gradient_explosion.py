@@ -151,7 +151,7 @@ def mlp_loss(params: list[dict], batch: tuple[jax.Array, jax.Array]) -> jax.Arra
 # ----------------------------------------------------------------------------- tasks and recipes
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Recipe:
     """One way to train: a gradflow transform and the learning-rate schedule it uses (for the plot)."""
 
@@ -161,7 +161,7 @@ class Recipe:
     description: str  # the code that builds ``tx``, printed under the table
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Task:
     """A model, its data, and how to draw a batch and evaluate."""
 
@@ -320,15 +320,16 @@ def _counter_sum(stats: dict, suffix: str) -> jax.Array:
     return total
 
 
-def make_runner(task: Task, recipe: Recipe, seed: int, chunk: int) -> Callable:
-    """A jitted ``run(params, state, data, start)`` doing ``chunk`` steps in one ``lax.scan``.
+@functools.lru_cache(maxsize=None)
+def make_runner(task: Task, recipe: Recipe, chunk: int) -> Callable:
+    """A jitted ``run(params, state, data, start, batch_key)`` doing ``chunk`` steps in one ``lax.scan``.
 
     Parameters and optimizer state are donated: their buffers are reused in place.
+    Compiled once per task, recipe and chunk length, whatever the seed.
     """
-    batch_key = jax.random.fold_in(jax.random.PRNGKey(seed), 1)
     tx = recipe.tx
 
-    def run(params, state, data, start):
+    def run(params, state, data, start, batch_key):
         def one_step(carry, step):
             params, state = carry
             batch = task.sample(data, jax.random.fold_in(batch_key, step))
@@ -358,10 +359,10 @@ def train(task: Task, recipe: Recipe, steps: int, seed: int, progress: bool = Tr
     from tqdm.auto import tqdm
 
     start_time = time.perf_counter()
-    params = task.init(jax.random.PRNGKey(seed))
+    init_key, batch_key = jax.random.split(jax.random.PRNGKey(seed))
+    params = task.init(init_key)
     # init may hand out one zero buffer for several fields; donation needs each leaf distinct.
     state = jax.tree.map(jnp.array, recipe.tx.init(params))
-    runners: dict[int, Callable] = {}
     history: list[dict] = []
     diverged_at = None
     done = 0
@@ -369,9 +370,8 @@ def train(task: Task, recipe: Recipe, steps: int, seed: int, progress: bool = Tr
               dynamic_ncols=True) as bar:
         while done < steps:
             n = min(chunk, steps - done)
-            if n not in runners:
-                runners[n] = make_runner(task, recipe, seed, n)
-            params, state, out = runners[n](params, state, task.data, jnp.int32(done))
+            run = make_runner(task, recipe, n)
+            params, state, out = run(params, state, task.data, jnp.int32(done), batch_key)
             out = jax.tree.map(np.asarray, out)
             history.append(out)
             bad = np.flatnonzero(~out["ok"])
