@@ -1,5 +1,15 @@
 """gradflow: composable JAX gradient transformations for training that blows up."""
 
+from gradflow.adaptive import ScaleByAdamState
+from gradflow.adaptive import ScaleByAmsgradState
+from gradflow.adaptive import ScaleByRmsState
+from gradflow.adaptive import ScaleByRssState
+from gradflow.adaptive import ScaleByTrustRatioState
+from gradflow.adaptive import scale_by_adam
+from gradflow.adaptive import scale_by_amsgrad
+from gradflow.adaptive import scale_by_rms
+from gradflow.adaptive import scale_by_rss
+from gradflow.adaptive import scale_by_trust_ratio
 from gradflow.base import EmptyState
 from gradflow.base import GradientTransformation
 from gradflow.base import apply_updates
@@ -29,6 +39,13 @@ from gradflow.guards import ApplyIfFiniteState
 from gradflow.guards import SkipSpikesState
 from gradflow.guards import apply_if_finite
 from gradflow.guards import skip_spikes
+from gradflow.optimizers import adagrad
+from gradflow.optimizers import adam
+from gradflow.optimizers import adamw
+from gradflow.optimizers import amsgrad
+from gradflow.optimizers import lamb
+from gradflow.optimizers import lars
+from gradflow.optimizers import rmsprop
 from gradflow.optimizers import sgd
 from gradflow.scaling import AddDecayedWeightsState
 from gradflow.scaling import ScaleByScheduleState
@@ -44,44 +61,61 @@ from gradflow.tree import safe_increment
 __version__ = "0.1.0"
 
 __all__ = [
-    "AdagcState",
-    "AdaptiveGradClipState",
-    "AddDecayedWeightsState",
-    "ApplyIfFiniteState",
-    "AutoclipState",
-    "ClipByBlockRmsState",
-    "ClipByGlobalNormState",
-    "ClipByNormState",
-    "ClipState",
-    "EmptyState",
-    "GradientTransformation",
-    "MonitorState",
-    "ScaleByScheduleState",
-    "SkipSpikesState",
-    "TraceState",
-    "ZclipState",
     "adagc",
+    "AdagcState",
+    "adagrad",
+    "adam",
+    "adamw",
     "adaptive_grad_clip",
+    "AdaptiveGradClipState",
     "add_decayed_weights",
+    "AddDecayedWeightsState",
+    "amsgrad",
     "apply_if_finite",
     "apply_updates",
+    "ApplyIfFiniteState",
     "autoclip",
+    "AutoclipState",
     "chain",
     "clip",
     "clip_by_block_rms",
     "clip_by_global_norm",
     "clip_by_norm",
+    "ClipByBlockRmsState",
+    "ClipByGlobalNormState",
+    "ClipByNormState",
+    "ClipState",
+    "EmptyState",
     "global_norm",
+    "GradientTransformation",
     "identity",
+    "lamb",
+    "lars",
     "monitor",
+    "MonitorState",
+    "rmsprop",
     "safe_increment",
     "scale",
+    "scale_by_adam",
+    "scale_by_amsgrad",
     "scale_by_learning_rate",
+    "scale_by_rms",
+    "scale_by_rss",
     "scale_by_schedule",
+    "scale_by_trust_ratio",
+    "ScaleByAdamState",
+    "ScaleByAmsgradState",
+    "ScaleByRmsState",
+    "ScaleByRssState",
+    "ScaleByScheduleState",
+    "ScaleByTrustRatioState",
     "sgd",
     "skip_spikes",
+    "SkipSpikesState",
     "stateless",
     "stats",
     "trace",
+    "TraceState",
     "zclip",
+    "ZclipState",
 ]

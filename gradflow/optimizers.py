@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from gradflow import hparams
+from gradflow.adaptive import scale_by_adam, scale_by_amsgrad, scale_by_rms, scale_by_rss, scale_by_trust_ratio
 from gradflow.base import GradientTransformation, chain
-from gradflow.scaling import check_learning_rate, scale_by_learning_rate, trace
+from gradflow.scaling import add_decayed_weights, check_learning_rate, scale_by_learning_rate, trace
 
 
 def sgd(
@@ -48,3 +51,376 @@ def sgd(
     if momentum == 0 and dampening == 0:
         return chain(scale_by_learning_rate(learning_rate))
     return chain(trace(momentum, nesterov, dampening), scale_by_learning_rate(learning_rate))
+
+
+def _check_adam_args(fn: str, learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any = 0.0) -> None:
+    check_learning_rate(fn, learning_rate)
+    hparams.check_decay(fn, "b1", b1)
+    hparams.check_decay(fn, "b2", b2)
+    hparams.check_non_negative(fn, "eps", eps)
+    hparams.check_non_negative(fn, "eps_root", eps_root)
+
+
+def _check_nesterov(fn: str, nesterov: bool, momentum: Any, name: str = "momentum") -> None:
+    if nesterov and not momentum > 0:
+        raise ValueError(f"{fn}: nesterov=True needs {name} > 0, got {name}={momentum!r}")
+
+
+def adagrad(
+    learning_rate: hparams.ScalarOrSchedule,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
+    eps_in_sqrt: bool = False,
+    lr_decay: float = 0.0,
+) -> GradientTransformation:
+    """AdaGrad: each coordinate's step shrinks with the root of its summed squared gradients.
+
+    G ← G + g²  (G₀ = ``initial_accumulator_value``);
+    θ ← θ − α_t·g/(√G + ε)   (default: document 002 §3.1.3, PyTorch),
+    θ ← θ − α_t·g/√(G + ε)   (``eps_in_sqrt=True``: document 001 §3.2(4), optax);
+    α_t = α/(1 + t·lr_decay), t = updates done before this one (PyTorch's ``lr_decay``,
+    document 002 §4.1). A schedule for α is evaluated at t and then decayed.
+
+    Args:
+      learning_rate: α ≥ 0, or a schedule ``t -> α_t``.
+      initial_accumulator_value: G₀ ≥ 0.
+      eps: ε ≥ 0.
+      eps_in_sqrt: put ε inside the root.
+      lr_decay: PyTorch's lr_decay ≥ 0.
+
+    Returns:
+      ``chain(scale_by_rss(G₀, ε, eps_in_sqrt), scale_by_learning_rate(α_t))``.
+
+    Parity:
+      document 002: ``adagrad(α, eps=ε)``; document 001: ``adagrad(α, eps=ε, eps_in_sqrt=True)``;
+      document 002's code ``Adagrad(lr=0.01, lr_decay=0.01)``: ``adagrad(0.01, lr_decay=0.01)``.
+      ``torch.optim.Adagrad(lr, lr_decay, initial_accumulator_value, eps)``: the same
+      arguments (without weight_decay). ``optax.adagrad(lr, initial_accumulator_value=a, eps=e)``
+      (defaults a = 0.1, e = 1e-7): ``adagrad(lr, initial_accumulator_value=a, eps=e,
+      eps_in_sqrt=True)``.
+
+    References:
+      Duchi, Hazan & Singer, Adaptive Subgradient Methods for Online Learning and
+      Stochastic Optimization, JMLR 2011.
+    """
+    fn = "adagrad"
+    check_learning_rate(fn, learning_rate)
+    hparams.check_non_negative(fn, "initial_accumulator_value", initial_accumulator_value)
+    hparams.check_non_negative(fn, "eps", eps)
+    hparams.check_non_negative(fn, "lr_decay", lr_decay)
+    lr = learning_rate
+    if lr_decay != 0:
+        lr = lambda t: hparams.value_at(learning_rate, t) / (1.0 + t * lr_decay)  # noqa: E731
+    return chain(
+        scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt),
+        scale_by_learning_rate(lr),
+    )
+
+
+def rmsprop(
+    learning_rate: hparams.ScalarOrSchedule,
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    eps_in_sqrt: bool = False,
+    centered: bool = False,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    initial_scale: float = 0.0,
+    bias_correction: bool = False,
+) -> GradientTransformation:
+    """RMSProp: divide by the root of a moving average of squared gradients.
+
+    v ← β·v + (1 − β)·g²  (v₀ = ``initial_scale``);
+    d = g/(√v + ε)  (default: documents 000 §3.3 and 002 §3.2.3, PyTorch),
+    d = g/√(v + ε)  (``eps_in_sqrt=True``: document 001 §3.2(5), optax's default);
+    centered: v − m² under the root, m ← β·m + (1 − β)·g.
+    Without momentum θ ← θ − α_t·d. With momentum μ (PyTorch's form):
+    b ← μ·b + d, θ ← θ − α_t·b (or θ ← θ − α_t·(d + μ·b) with Nesterov).
+
+    Args:
+      learning_rate: α ≥ 0, or a schedule.
+      decay: β in [0, 1) (PyTorch's ``alpha``).
+      eps: ε ≥ 0.
+      eps_in_sqrt: ε inside the root.
+      centered: use the centered (variance) estimate.
+      momentum: μ in [0, 1]; 0 disables the buffer.
+      nesterov: Nesterov look-ahead (needs μ > 0).
+      initial_scale: v₀ ≥ 0.
+      bias_correction: divide v (and m) by 1 − βᵏ, k = t + 1.
+
+    Returns:
+      ``chain(scale_by_rms(...), [trace(μ, nesterov)], scale_by_learning_rate(α))``.
+
+    Parity:
+      documents 000/002: ``rmsprop(α, decay=β, eps=ε)``; document 001:
+      ``rmsprop(α, decay=β, eps=ε, eps_in_sqrt=True)``.
+      ``torch.optim.RMSprop(lr, alpha, eps, momentum=μ, centered=c)``:
+      ``rmsprop(lr, decay=alpha, eps=eps, momentum=μ, centered=c)``.
+      ``optax.rmsprop(lr, decay, eps, initial_scale, eps_in_sqrt, centered, momentum, nesterov,
+      bias_correction)``: the same arguments, with ``eps_in_sqrt=True`` for optax's default
+      (optax applies α before the momentum buffer, so with momentum and a learning-rate
+      schedule the two differ; with a constant α they agree).
+
+    References:
+      Tieleman & Hinton, Lecture 6.5 — RMSProp, COURSERA: Neural Networks for Machine Learning, 2012.
+      Graves, Generating Sequences With Recurrent Neural Networks, 2013, arXiv:1308.0850.
+    """
+    fn = "rmsprop"
+    check_learning_rate(fn, learning_rate)
+    hparams.check_decay(fn, "decay", decay)
+    hparams.check_non_negative(fn, "eps", eps)
+    hparams.check_range(fn, "momentum", momentum, 0.0, 1.0)
+    hparams.check_non_negative(fn, "initial_scale", initial_scale)
+    _check_nesterov(fn, nesterov, momentum)
+    members = [scale_by_rms(decay, eps, eps_in_sqrt, centered, initial_scale, bias_correction)]
+    if momentum != 0:
+        members.append(trace(momentum, nesterov))
+    members.append(scale_by_learning_rate(learning_rate))
+    return chain(*members)
+
+
+def adam(
+    learning_rate: hparams.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    bias_correction: bool = True,
+    nesterov: bool = False,
+    mu_dtype: Any = None,
+) -> GradientTransformation:
+    """Adam: moving averages of g and g², with bias correction.
+
+    m ← β₁·m + (1 − β₁)·g;  v ← β₂·v + (1 − β₂)·g²;
+    m̂ = m/(1 − β₁ᵏ), v̂ = v/(1 − β₂ᵏ), k = t + 1;  θ ← θ − α_t·m̂/(√(v̂ + ε_root) + ε).
+    ``bias_correction=False`` uses m and v directly (document 001 §3.2(6)).
+
+    Args:
+      learning_rate: α ≥ 0, or a schedule.
+      b1: β₁ in [0, 1).
+      b2: β₂ in [0, 1).
+      eps: ε ≥ 0, outside the root.
+      eps_root: ε_root ≥ 0, inside the root.
+      bias_correction: Kingma & Ba's bias correction.
+      nesterov: NAdam (Dozat 2016) as optax writes it; needs β₁ > 0.
+      mu_dtype: dtype of the first moment (default: the parameter's dtype).
+
+    Returns:
+      ``chain(scale_by_adam(...), scale_by_learning_rate(α))``.
+
+    Parity:
+      Kingma & Ba: ``adam(α)``; document 001: ``adam(α, b1, b2, eps, bias_correction=False)``.
+      ``torch.optim.Adam(lr, betas=(b1, b2), eps)``: ``adam(lr, b1, b2, eps)``.
+      ``optax.adam(lr, b1, b2, eps, eps_root, mu_dtype, nesterov=...)``: the same arguments.
+
+    References:
+      Kingma & Ba, Adam: A Method for Stochastic Optimization, 2014, arXiv:1412.6980.
+      Dozat, Incorporating Nesterov Momentum into Adam, ICLR workshop 2016.
+    """
+    fn = "adam"
+    _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)
+    _check_nesterov(fn, nesterov, b1, "b1")
+    return chain(
+        scale_by_adam(b1, b2, eps, eps_root, bias_correction, nesterov, mu_dtype),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def amsgrad(
+    learning_rate: hparams.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    bias_correction: bool = True,
+    *,
+    eps_root: float = 0.0,
+    mu_dtype: Any = None,
+    max_of_debiased: bool = False,
+) -> GradientTransformation:
+    """AMSGrad: Adam whose second moment never decreases.
+
+    m ← β₁·m + (1 − β₁)·g;  v ← β₂·v + (1 − β₂)·g²;  v_max ← max(v_max, v);
+    θ ← θ − α_t·m̂ / (√(v_max/(1 − β₂ᵏ)) + ε),  m̂ = m/(1 − β₁ᵏ), k = t + 1  (default, PyTorch);
+    θ ← θ − α_t·m / (√v_max + ε)  (``bias_correction=False``: Reddi et al., Algorithm 2).
+    ``max_of_debiased=True`` keeps max(v_max, v/(1 − β₂ᵏ)) instead (optax's default).
+
+    Args:
+      learning_rate: α ≥ 0, or a schedule.
+      b1: β₁ in [0, 1).
+      b2: β₂ in [0, 1).
+      eps: ε ≥ 0.
+      bias_correction: debias m, and v after the maximum.
+      eps_root: ε_root ≥ 0, inside the root.
+      mu_dtype: dtype of the first moment.
+      max_of_debiased: take the maximum of the debiased second moment (needs bias_correction).
+
+    Returns:
+      ``chain(scale_by_amsgrad(...), scale_by_learning_rate(α))``.
+
+    Parity:
+      ``torch.optim.Adam(lr, betas, eps, amsgrad=True)``: ``amsgrad(lr, b1, b2, eps)``.
+      ``optax.amsgrad(lr, b1, b2, eps)``: ``amsgrad(lr, b1, b2, eps, max_of_debiased=True)``;
+      ``optax.amsgrad(..., bias_correction_mu=False, bias_correction_nu=False)``:
+      ``amsgrad(..., bias_correction=False)``.
+
+    References:
+      Reddi, Kale & Kumar, On the Convergence of Adam and Beyond, ICLR 2018, arXiv:1904.09237.
+    """
+    fn = "amsgrad"
+    _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)
+    if max_of_debiased and not bias_correction:
+        raise ValueError(f"{fn}: max_of_debiased=True needs bias_correction=True, got bias_correction=False")
+    return chain(
+        scale_by_amsgrad(
+            b1, b2, eps, bias_correction, eps_root=eps_root, mu_dtype=mu_dtype, max_of_debiased=max_of_debiased
+        ),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def adamw(
+    learning_rate: hparams.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: hparams.ScalarOrSchedule = 1e-2,
+    mask: Any = None,
+    *,
+    eps_root: float = 0.0,
+    mu_dtype: Any = None,
+) -> GradientTransformation:
+    """AdamW: Adam with decoupled weight decay, scaled by the learning rate.
+
+    θ ← θ − α_t·(m̂/(√(v̂ + ε_root) + ε) + λ_t·θ), with Adam's m̂ and v̂.
+
+    Args:
+      learning_rate: α ≥ 0, or a schedule.
+      b1: β₁ in [0, 1).
+      b2: β₂ in [0, 1).
+      eps: ε ≥ 0.
+      weight_decay: λ ≥ 0, or a schedule.
+      mask: tree of bools like the params (or ``params -> tree``); ``False`` leaves are not decayed.
+      eps_root: ε_root ≥ 0, inside the root.
+      mu_dtype: dtype of the first moment.
+
+    Returns:
+      ``chain(scale_by_adam(...), add_decayed_weights(λ, mask), scale_by_learning_rate(α))``.
+
+    Parity:
+      ``torch.optim.AdamW(lr, betas, eps, weight_decay)`` (θ ← θ(1 − α·λ) − α·Adam):
+      ``adamw(lr, b1, b2, eps, weight_decay)``. ``optax.adamw(lr, b1, b2, eps,
+      weight_decay=λ, mask=...)``: the same arguments (optax's default λ is 1e-4, PyTorch's
+      and gradflow's 1e-2).
+
+    References:
+      Loshchilov & Hutter, Decoupled Weight Decay Regularization, ICLR 2019, arXiv:1711.05101.
+    """
+    fn = "adamw"
+    _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)
+    hparams.check_non_negative(fn, "weight_decay", weight_decay)
+    return chain(
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype),
+        add_decayed_weights(weight_decay, mask),
+        scale_by_learning_rate(learning_rate),
+    )
+
+
+def lars(
+    learning_rate: hparams.ScalarOrSchedule,
+    weight_decay: hparams.ScalarOrSchedule = 0.0,
+    trust_coefficient: float = 1e-3,
+    eps: float = 0.0,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    *,
+    decay_inside_norm: bool = False,
+) -> GradientTransformation:
+    """LARS: layer-wise adaptive rate scaling, with momentum.
+
+    Per leaf (layer) θ with gradient g:
+      local rate r = η·‖θ‖ / (‖g‖ + λ·‖θ‖ + ε)  (r = 1 where ‖θ‖ = 0 or the denominator is 0);
+      b ← μ·b + α_t·r·(g + λ·θ);  θ ← θ − b   (Nesterov: θ ← θ − (α_t·r·(g + λθ) + μ·b)).
+    ``decay_inside_norm=True`` uses ‖g + λθ‖ + ε as the denominator instead (optax.lars).
+
+    Args:
+      learning_rate: the global rate α ≥ 0 (You et al.'s γ), or a schedule.
+      weight_decay: λ ≥ 0, or a schedule.
+      trust_coefficient: η ≥ 0.
+      eps: ε ≥ 0 in the denominator.
+      momentum: μ in [0, 1]; 0 disables the buffer.
+      nesterov: Nesterov look-ahead (needs μ > 0).
+      decay_inside_norm: measure the decayed gradient's norm, as optax does.
+
+    Returns:
+      ``chain(scale_by_trust_ratio(η, ε, λ), scale_by_learning_rate(α), [trace(μ, nesterov)])``
+      (with ``decay_inside_norm``: ``add_decayed_weights(λ)`` then ``scale_by_trust_ratio(η, ε)``).
+
+    Parity:
+      You et al. 2017, Algorithm 1: ``lars(γ, weight_decay=β, trust_coefficient=η, momentum=m)``.
+      ``optax.lars(lr, weight_decay=λ, trust_coefficient=η, eps=ε, momentum=μ, nesterov=n)``:
+      the same arguments when λ = 0; with λ > 0 add ``decay_inside_norm=True``.
+
+    References:
+      You, Gitman & Ginsburg, Large Batch Training of Convolutional Networks, 2017, arXiv:1708.03888.
+    """
+    fn = "lars"
+    check_learning_rate(fn, learning_rate)
+    hparams.check_non_negative(fn, "weight_decay", weight_decay)
+    hparams.check_non_negative(fn, "trust_coefficient", trust_coefficient)
+    hparams.check_non_negative(fn, "eps", eps)
+    hparams.check_range(fn, "momentum", momentum, 0.0, 1.0)
+    _check_nesterov(fn, nesterov, momentum)
+    if decay_inside_norm:
+        members = [add_decayed_weights(weight_decay), scale_by_trust_ratio(trust_coefficient, eps)]
+    else:
+        members = [scale_by_trust_ratio(trust_coefficient, eps, weight_decay)]
+    members.append(scale_by_learning_rate(learning_rate))
+    if momentum != 0:
+        members.append(trace(momentum, nesterov))
+    return chain(*members)
+
+
+def lamb(
+    learning_rate: hparams.ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-6,
+    weight_decay: hparams.ScalarOrSchedule = 0.0,
+    mask: Any = None,
+    *,
+    eps_root: float = 0.0,
+) -> GradientTransformation:
+    """LAMB: Adam's direction plus decoupled decay, rescaled per leaf by a trust ratio.
+
+    d = m̂/(√(v̂ + ε_root) + ε) + λ_t·θ  (Adam's m̂, v̂);
+    θ ← θ − α_t·(‖θ‖/‖d‖)·d per leaf (ratio 1 where ‖θ‖ = 0 or ‖d‖ = 0).
+
+    Args:
+      learning_rate: α ≥ 0, or a schedule.
+      b1: β₁ in [0, 1).
+      b2: β₂ in [0, 1).
+      eps: ε ≥ 0.
+      weight_decay: λ ≥ 0, or a schedule.
+      mask: tree of bools (or ``params -> tree``); ``False`` leaves are not decayed.
+      eps_root: ε_root ≥ 0, inside the root.
+
+    Returns:
+      ``chain(scale_by_adam(...), add_decayed_weights(λ, mask), scale_by_trust_ratio(),
+      scale_by_learning_rate(α))``.
+
+    Parity:
+      ``optax.lamb(lr, b1, b2, eps, eps_root, weight_decay, mask)``: the same arguments.
+
+    References:
+      You et al., Large Batch Optimization for Deep Learning: Training BERT in 76 minutes, 2019,
+      arXiv:1904.00962.
+    """
+    fn = "lamb"
+    _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)
+    hparams.check_non_negative(fn, "weight_decay", weight_decay)
+    return chain(
+        scale_by_adam(b1, b2, eps, eps_root),
+        add_decayed_weights(weight_decay, mask),
+        scale_by_trust_ratio(),
+        scale_by_learning_rate(learning_rate),
+    )

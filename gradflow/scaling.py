@@ -131,15 +131,9 @@ def trace(
         # b starts at zero, so the first step's μ·b vanishes; only g's factor differs.
         g_factor = jnp.where(state.count == 0, 1.0, 1.0 - dampening) if dampening else 1.0
 
-        def one(g, b):
-            b = (decay * b + g_factor * g).astype(b.dtype)
-            u = g + decay * b if nesterov else b
-            return u.astype(g.dtype), b
-
-        pairs = jax.tree.map(one, updates, state.trace)
-        is_pair = lambda x: isinstance(x, tuple)  # noqa: E731
-        new_updates = jax.tree.map(lambda p: p[0], pairs, is_leaf=is_pair)
-        new_trace = jax.tree.map(lambda p: p[1], pairs, is_leaf=is_pair)
+        new_trace = jax.tree.map(lambda g, b: (decay * b + g_factor * g).astype(b.dtype), updates, state.trace)
+        direction = (lambda g, b: g + decay * b) if nesterov else (lambda g, b: b)
+        new_updates = jax.tree.map(lambda g, b: direction(g, b).astype(g.dtype), updates, new_trace)
         return new_updates, TraceState(count=tree_lib.safe_increment(state.count), trace=new_trace)
 
     return GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,504 @@
+"""Adaptive building blocks: per-coordinate step sizes from gradient statistics, and trust ratios.
+
+Each block rescales the incoming updates and returns them in the gradient's
+dtype. The arithmetic of each leaf runs in at least float32 (so bfloat16
+moments are accumulated in float32 and stored back in bfloat16); the state
+keeps the parameters' dtype (or ``mu_dtype``) and never changes dtype or
+structure across steps. Step-dependent scalars (bias corrections, trust ratios)
+are computed once per step, or once per leaf, and multiplied in, so XLA fuses
+each block into one pass over every leaf.
+
+Notation (EQUATIONS.md): g the incoming update, t the number of updates done
+before this one (0 first), so the k-th update has k = t + 1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradflow import hparams
+from gradflow import tree as tree_lib
+from gradflow.base import GradientTransformation
+
+
+def _compute_dtype(dtype: Any) -> Any:
+    """The dtype a leaf's arithmetic runs in: its own, promoted to at least float32."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _float_count(count: jnp.ndarray) -> jnp.ndarray:
+    """The int32 step counter as JAX's default float (float64 when x64 is enabled)."""
+    return count.astype(jnp.result_type(float))
+
+
+def _bias_correction(decay: float, k: jnp.ndarray) -> jnp.ndarray:
+    """1 − βᵏ for a Python β in [0, 1) and a float step k ≥ 1.
+
+    Formed as −expm1(k·ln β) with ln β taken in double precision, so
+    1 − 0.999¹ = 0.001 is exact to the working precision instead of losing
+    four digits to cancellation in float32.
+    """
+    if decay == 0.0:
+        return jnp.ones_like(k)
+    return -jnp.expm1(k * math.log(decay))
+
+
+def _unzip(tree_of_tuples: Any, like: Any, n: int) -> tuple:
+    """Split a tree whose leaves are n-tuples into n trees shaped like ``like``."""
+    outer = jax.tree.structure(like)
+    inner = jax.tree.structure((0,) * n)
+    return jax.tree.transpose(outer, inner, tree_of_tuples)
+
+
+def _check_block_args(fn: str, **decays: Any) -> None:
+    for name, value in decays.items():
+        hparams.check_decay(fn, name, value)
+
+
+# --------------------------------------------------------------------------------------------
+# AdaGrad
+# --------------------------------------------------------------------------------------------
+
+
+class ScaleByRssState(NamedTuple):
+    """State of :func:`scale_by_rss`."""
+
+    sum_of_squares: Any  # like params (shapes and dtypes): G, the running sum of g²
+
+
+def scale_by_rss(
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
+    eps_in_sqrt: bool = False,
+) -> GradientTransformation:
+    """Divide by the root of the sum of all squared gradients so far (AdaGrad).
+
+    G ← G + g²;  u = g / (√G + ε)  (default),  or  u = g / √(G + ε)  (``eps_in_sqrt=True``).
+    G starts at ``initial_accumulator_value``. Where G = 0 (so g = 0 too) the
+    update is 0 instead of 0/0.
+
+    Args:
+      initial_accumulator_value: G₀ ≥ 0.
+      eps: ε ≥ 0.
+      eps_in_sqrt: put ε inside the root (document 001, optax) instead of
+        outside it (document 002, PyTorch).
+
+    Returns:
+      A :class:`~gradflow.GradientTransformation` with :class:`ScaleByRssState`.
+
+    Parity:
+      ``torch.optim.Adagrad``'s accumulator and denominator: ``scale_by_rss(
+      initial_accumulator_value, eps)``. ``optax.scale_by_rss(a, e)``:
+      ``scale_by_rss(a, e, eps_in_sqrt=True)``.
+
+    References:
+      Duchi, Hazan & Singer, Adaptive Subgradient Methods for Online Learning and
+      Stochastic Optimization, JMLR 2011.
+    """
+    fn = "scale_by_rss"
+    hparams.check_non_negative(fn, "initial_accumulator_value", initial_accumulator_value)
+    hparams.check_non_negative(fn, "eps", eps)
+
+    def init_fn(params):
+        return ScaleByRssState(sum_of_squares=tree_lib.full_like(params, initial_accumulator_value))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        tree_lib.check_same_structure(fn, updates, state.sum_of_squares, "accumulator")
+
+        def one(g, s):
+            cd = _compute_dtype(g.dtype)
+            gc = g.astype(cd)
+            s = s.astype(cd) + gc * gc
+            denom = jnp.sqrt(s + eps) if eps_in_sqrt else jnp.sqrt(s) + eps
+            u = jnp.where(s > 0, gc / denom, jnp.zeros_like(gc))
+            return u.astype(g.dtype), s
+
+        new_u, new_s = _unzip(jax.tree.map(one, updates, state.sum_of_squares), updates, 2)
+        new_s = jax.tree.map(lambda n, o: n.astype(o.dtype), new_s, state.sum_of_squares)
+        return new_u, ScaleByRssState(sum_of_squares=new_s)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+# --------------------------------------------------------------------------------------------
+# RMSProp
+# --------------------------------------------------------------------------------------------
+
+
+class ScaleByRmsState(NamedTuple):
+    """State of :func:`scale_by_rms`."""
+
+    count: jnp.ndarray  # int32 scalar: updates done so far (used by bias_correction)
+    nu: Any  # like params: v, the moving average of g²
+    mu: Any  # like params when centered=True (the moving average of g), else None
+
+
+def scale_by_rms(
+    decay: float = 0.9,
+    eps: float = 1e-8,
+    eps_in_sqrt: bool = False,
+    centered: bool = False,
+    initial_scale: float = 0.0,
+    bias_correction: bool = False,
+) -> GradientTransformation:
+    """Divide by the root of a moving average of squared gradients (RMSProp).
+
+    v ← β·v + (1 − β)·g²;  u = g / (√v + ε)  (default),  or  g / √(v + ε)  (``eps_in_sqrt=True``).
+
+    Centered (Graves 2013): also m ← β·m + (1 − β)·g and v is replaced by
+    v − m² under the root (clamped at 0, so rounding cannot make it negative).
+    With ``bias_correction`` v and m are divided by 1 − βᵏ, k = t + 1.
+    v starts at ``initial_scale``, m at 0.
+
+    Args:
+      decay: β in [0, 1).
+      eps: ε ≥ 0.
+      eps_in_sqrt: ε inside the root (document 001, optax's default) instead of
+        outside (documents 000/002, PyTorch).
+      centered: divide by the root of the variance estimate v − m².
+      initial_scale: v₀ ≥ 0.
+      bias_correction: debias v (and m) by 1 − βᵏ.
+
+    Returns:
+      A :class:`~gradflow.GradientTransformation` with :class:`ScaleByRmsState`.
+
+    Parity:
+      ``torch.optim.RMSprop(alpha=β, eps=ε, centered=c)``'s scaling: ``scale_by_rms(β, ε,
+      centered=c)``. ``optax.scale_by_rms(β, ε, initial_scale, eps_in_sqrt, bias_correction)``
+      and ``optax.scale_by_stddev`` (centered): the same arguments, with ``centered``.
+
+    References:
+      Tieleman & Hinton, Lecture 6.5 — RMSProp, COURSERA: Neural Networks for Machine Learning, 2012.
+      Graves, Generating Sequences With Recurrent Neural Networks, 2013, arXiv:1308.0850.
+    """
+    fn = "scale_by_rms"
+    _check_block_args(fn, decay=decay)
+    hparams.check_non_negative(fn, "eps", eps)
+    hparams.check_non_negative(fn, "initial_scale", initial_scale)
+
+    def init_fn(params):
+        return ScaleByRmsState(
+            count=tree_lib.zero_count(),
+            nu=tree_lib.full_like(params, initial_scale),
+            mu=tree_lib.zeros_like(params) if centered else None,
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
+        count = tree_lib.safe_increment(state.count)
+        k = _float_count(count)
+        c = _bias_correction(decay, k) if bias_correction else None
+
+        def one(g, v, m=None):
+            cd = _compute_dtype(g.dtype)
+            gc = g.astype(cd)
+            v = decay * v.astype(cd) + (1.0 - decay) * (gc * gc)
+            v_hat = v / c.astype(cd) if bias_correction else v
+            if centered:
+                m = decay * m.astype(cd) + (1.0 - decay) * gc
+                m_hat = m / c.astype(cd) if bias_correction else m
+                v_hat = jnp.maximum(v_hat - m_hat * m_hat, 0.0)
+            denom = jnp.sqrt(v_hat + eps) if eps_in_sqrt else jnp.sqrt(v_hat) + eps
+            u = (gc / denom).astype(g.dtype)
+            return (u, v, m) if centered else (u, v)
+
+        if centered:
+            new_u, new_v, new_m = _unzip(jax.tree.map(one, updates, state.nu, state.mu), updates, 3)
+            new_m = jax.tree.map(lambda n, o: n.astype(o.dtype), new_m, state.mu)
+        else:
+            new_u, new_v = _unzip(jax.tree.map(one, updates, state.nu), updates, 2)
+            new_m = None
+        new_v = jax.tree.map(lambda n, o: n.astype(o.dtype), new_v, state.nu)
+        return new_u, ScaleByRmsState(count=count, nu=new_v, mu=new_m)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+# --------------------------------------------------------------------------------------------
+# Adam
+# --------------------------------------------------------------------------------------------
+
+
+class ScaleByAdamState(NamedTuple):
+    """State of :func:`scale_by_adam`."""
+
+    count: jnp.ndarray  # int32 scalar: updates done so far
+    mu: Any  # like params, in mu_dtype when given: m, the moving average of g
+    nu: Any  # like params: v, the moving average of g²
+
+
+def scale_by_adam(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    eps_root: float = 0.0,
+    bias_correction: bool = True,
+    nesterov: bool = False,
+    mu_dtype: Any = None,
+) -> GradientTransformation:
+    """Adam's direction: a moving average of g over the root of a moving average of g².
+
+    m ← β₁·m + (1 − β₁)·g;  v ← β₂·v + (1 − β₂)·g²;
+    m̂ = m/(1 − β₁ᵏ), v̂ = v/(1 − β₂ᵏ) with k = t + 1 (m̂ = m, v̂ = v without bias correction);
+    u = m̂ / (√(v̂ + ε_root) + ε).
+
+    With ``nesterov`` (NAdam as optax writes it) m̂ is replaced by
+    β₁·m/(1 − β₁ᵏ⁺¹) + (1 − β₁)·g/(1 − β₁ᵏ).
+
+    Args:
+      b1: β₁ in [0, 1).
+      b2: β₂ in [0, 1).
+      eps: ε ≥ 0, outside the root.
+      eps_root: ε_root ≥ 0, inside the root.
+      bias_correction: divide the moments by 1 − βᵏ (Kingma & Ba); False gives
+        document 001's Adam.
+      nesterov: Dozat's Nesterov-accelerated Adam.
+      mu_dtype: dtype of m (default: the parameter's dtype).
+
+    Returns:
+      A :class:`~gradflow.GradientTransformation` with :class:`ScaleByAdamState`.
+
+    Parity:
+      ``optax.scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=...)``: the same arguments.
+
+    References:
+      Kingma & Ba, Adam: A Method for Stochastic Optimization, 2014, arXiv:1412.6980.
+      Dozat, Incorporating Nesterov Momentum into Adam, ICLR workshop 2016.
+    """
+    fn = "scale_by_adam"
+    _check_block_args(fn, b1=b1, b2=b2)
+    hparams.check_non_negative(fn, "eps", eps)
+    hparams.check_non_negative(fn, "eps_root", eps_root)
+    if nesterov and b1 == 0:
+        raise ValueError(f"{fn}: nesterov=True needs b1 > 0, got b1={b1!r}")
+
+    def init_fn(params):
+        return ScaleByAdamState(
+            count=tree_lib.zero_count(),
+            mu=tree_lib.zeros_like(params, mu_dtype),
+            nu=tree_lib.zeros_like(params),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
+        count = tree_lib.safe_increment(state.count)
+        k = _float_count(count)
+        if bias_correction:
+            c1, c2 = _bias_correction(b1, k), _bias_correction(b2, k)
+            c1_next = _bias_correction(b1, k + 1.0)
+        else:
+            c1 = c2 = c1_next = jnp.ones_like(k)
+
+        def one(g, m, v):
+            cd = _compute_dtype(g.dtype)
+            gc = g.astype(cd)
+            m = b1 * m.astype(cd) + (1.0 - b1) * gc
+            v = b2 * v.astype(cd) + (1.0 - b2) * (gc * gc)
+            if nesterov:
+                m_hat = b1 * m / c1_next.astype(cd) + (1.0 - b1) * gc / c1.astype(cd)
+            else:
+                m_hat = m / c1.astype(cd)
+            v_hat = v / c2.astype(cd)
+            u = m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
+            return u.astype(g.dtype), m, v
+
+        new_u, new_m, new_v = _unzip(jax.tree.map(one, updates, state.mu, state.nu), updates, 3)
+        new_m = jax.tree.map(lambda n, o: n.astype(o.dtype), new_m, state.mu)
+        new_v = jax.tree.map(lambda n, o: n.astype(o.dtype), new_v, state.nu)
+        return new_u, ScaleByAdamState(count=count, mu=new_m, nu=new_v)
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+# --------------------------------------------------------------------------------------------
+# AMSGrad
+# --------------------------------------------------------------------------------------------
+
+
+class ScaleByAmsgradState(NamedTuple):
+    """State of :func:`scale_by_amsgrad`."""
+
+    count: jnp.ndarray  # int32 scalar: updates done so far
+    mu: Any  # like params, in mu_dtype when given: m
+    nu: Any  # like params: v, the moving average of g²
+    nu_max: Any  # like params: the running maximum of v (of v̂ with max_of_debiased=True)
+
+
+def scale_by_amsgrad(
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    bias_correction: bool = True,
+    *,
+    eps_root: float = 0.0,
+    mu_dtype: Any = None,
+    max_of_debiased: bool = False,
+) -> GradientTransformation:
+    """AMSGrad's direction: Adam with the running maximum of the second moment.
+
+    m ← β₁·m + (1 − β₁)·g;  v ← β₂·v + (1 − β₂)·g²;  v_max ← max(v_max, v);
+    with bias correction (PyTorch's form): u = m̂ / (√(v_max/(1 − β₂ᵏ) + ε_root) + ε),
+    m̂ = m/(1 − β₁ᵏ), k = t + 1;
+    without (Reddi et al., Algorithm 2): u = m / (√(v_max + ε_root) + ε).
+
+    ``max_of_debiased=True`` (with bias correction) takes the maximum of the
+    debiased v̂ = v/(1 − β₂ᵏ) instead: v_max ← max(v_max, v̂); u = m̂/(√(v_max + ε_root) + ε).
+
+    Args:
+      b1: β₁ in [0, 1).
+      b2: β₂ in [0, 1).
+      eps: ε ≥ 0.
+      bias_correction: debias m, and v (after the maximum, unless ``max_of_debiased``).
+      eps_root: ε_root ≥ 0, inside the root.
+      mu_dtype: dtype of m (default: the parameter's dtype).
+      max_of_debiased: keep the maximum of the debiased second moment (optax's default).
+
+    Returns:
+      A :class:`~gradflow.GradientTransformation` with :class:`ScaleByAmsgradState`.
+
+    Parity:
+      ``torch.optim.Adam(amsgrad=True)``: the defaults. ``optax.scale_by_amsgrad()``:
+      ``max_of_debiased=True``; ``optax.scale_by_amsgrad(bias_correction_mu=False,
+      bias_correction_nu=False)``: ``bias_correction=False``.
+
+    References:
+      Reddi, Kale & Kumar, On the Convergence of Adam and Beyond, ICLR 2018, arXiv:1904.09237.
+    """
+    fn = "scale_by_amsgrad"
+    _check_block_args(fn, b1=b1, b2=b2)
+    hparams.check_non_negative(fn, "eps", eps)
+    hparams.check_non_negative(fn, "eps_root", eps_root)
+    if max_of_debiased and not bias_correction:
+        raise ValueError(f"{fn}: max_of_debiased=True needs bias_correction=True, got bias_correction=False")
+
+    def init_fn(params):
+        return ScaleByAmsgradState(
+            count=tree_lib.zero_count(),
+            mu=tree_lib.zeros_like(params, mu_dtype),
+            nu=tree_lib.zeros_like(params),
+            nu_max=tree_lib.zeros_like(params),
+        )
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
+        count = tree_lib.safe_increment(state.count)
+        k = _float_count(count)
+        if bias_correction:
+            c1, c2 = _bias_correction(b1, k), _bias_correction(b2, k)
+        else:
+            c1 = c2 = jnp.ones_like(k)
+
+        def one(g, m, v, v_max):
+            cd = _compute_dtype(g.dtype)
+            gc = g.astype(cd)
+            m = b1 * m.astype(cd) + (1.0 - b1) * gc
+            v = b2 * v.astype(cd) + (1.0 - b2) * (gc * gc)
+            if max_of_debiased:
+                v_max = jnp.maximum(v_max.astype(cd), v / c2.astype(cd))
+                v_hat = v_max
+            else:
+                v_max = jnp.maximum(v_max.astype(cd), v)
+                v_hat = v_max / c2.astype(cd)
+            u = (m / c1.astype(cd)) / (jnp.sqrt(v_hat + eps_root) + eps)
+            return u.astype(g.dtype), m, v, v_max
+
+        out = jax.tree.map(one, updates, state.mu, state.nu, state.nu_max)
+        new_u, new_m, new_v, new_vmax = _unzip(out, updates, 4)
+        cast = lambda new, old: jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)  # noqa: E731
+        return new_u, ScaleByAmsgradState(
+            count=count, mu=cast(new_m, state.mu), nu=cast(new_v, state.nu), nu_max=cast(new_vmax, state.nu_max)
+        )
+
+    return GradientTransformation(init_fn, update_fn)
+
+
+# --------------------------------------------------------------------------------------------
+# Trust ratio (LARS, LAMB)
+# --------------------------------------------------------------------------------------------
+
+
+class ScaleByTrustRatioState(NamedTuple):
+    """State of :func:`scale_by_trust_ratio` (a counter, read when λ is a schedule)."""
+
+    count: jnp.ndarray  # int32 scalar: updates done so far
+
+
+def scale_by_trust_ratio(
+    trust_coefficient: float = 1.0,
+    eps: float = 0.0,
+    weight_decay: hparams.ScalarOrSchedule = 0.0,
+) -> GradientTransformation:
+    """Scale each leaf by its trust ratio, a scalar from the leaf's norms (LARS, LAMB).
+
+    Per leaf (layer), with θ the leaf's parameters and u its incoming update:
+      r = η·‖θ‖ / (‖u‖ + λ·‖θ‖ + ε);   u ← r·(u + λ·θ).
+    With λ = 0 (the default) this is u ← η‖θ‖/(‖u‖ + ε)·u, the trust ratio of
+    optax and of LAMB; with λ > 0 it is You et al.'s LARS local rate, whose
+    denominator is ‖g‖ + λ‖θ‖ rather than ‖g + λθ‖.
+
+    Where ‖θ‖ = 0 or ‖u‖ + λ‖θ‖ = 0 (nothing to measure the step against, or
+    nothing to scale) the ratio is 1, as in optax and You et al.'s
+    implementations, so freshly zero-initialised leaves (biases) still move.
+    Norms are accumulated in at least float32; the ratio is one scalar per
+    leaf, multiplied in.
+
+    Args:
+      trust_coefficient: η ≥ 0.
+      eps: ε ≥ 0 in the denominator.
+      weight_decay: λ ≥ 0, a number or a schedule of the step.
+
+    Returns:
+      A :class:`~gradflow.GradientTransformation` with :class:`ScaleByTrustRatioState`;
+      ``update`` needs ``params``.
+
+    Parity:
+      ``optax.scale_by_trust_ratio(trust_coefficient=η, eps=ε)``: ``weight_decay=0``.
+
+    References:
+      You, Gitman & Ginsburg, Large Batch Training of Convolutional Networks, 2017, arXiv:1708.03888.
+      You et al., Large Batch Optimization for Deep Learning: Training BERT in 76 minutes, 2019,
+      arXiv:1904.00962.
+    """
+    fn = "scale_by_trust_ratio"
+    hparams.check_non_negative(fn, "trust_coefficient", trust_coefficient)
+    hparams.check_non_negative(fn, "eps", eps)
+    hparams.check_non_negative(fn, "weight_decay", weight_decay)
+    uses_decay = callable(weight_decay) or weight_decay != 0
+
+    def init_fn(params):
+        del params
+        return ScaleByTrustRatioState(count=tree_lib.zero_count())
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError(f"{fn}: update needs params (pass params=...)")
+        tree_lib.check_same_structure(fn, updates, params)
+        wd = hparams.value_at(weight_decay, state.count) if uses_decay else 0.0
+
+        def one(u, p):
+            p_norm = tree_lib.leaf_norm(p)
+            u_norm = tree_lib.leaf_norm(u)
+            nd = p_norm.dtype
+            wd_s = hparams.as_scalar(wd, nd)
+            denom = u_norm + wd_s * p_norm + eps if uses_decay else u_norm + eps
+            safe = (p_norm == 0) | (denom == 0)
+            ratio = jnp.where(safe, jnp.ones((), nd), trust_coefficient * p_norm / jnp.where(safe, 1.0, denom))
+            cd = _compute_dtype(u.dtype)
+            d = u.astype(cd)
+            if uses_decay:
+                d = d + wd_s.astype(cd) * p.astype(cd)
+            return (ratio.astype(cd) * d).astype(u.dtype)
+
+        new = jax.tree.map(one, updates, params)
+        return new, ScaleByTrustRatioState(count=tree_lib.safe_increment(state.count))
+
+    return GradientTransformation(init_fn, update_fn)
