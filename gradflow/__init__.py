@@ -39,6 +39,10 @@ from gradflow.guards import ApplyIfFiniteState
 from gradflow.guards import SkipSpikesState
 from gradflow.guards import apply_if_finite
 from gradflow.guards import skip_spikes
+from gradflow.inject import InjectHyperparamsState
+from gradflow.inject import current_hyperparams
+from gradflow.inject import inject_hyperparams
+from gradflow.inject import set_hyperparams
 from gradflow.optimizers import adagrad
 from gradflow.optimizers import adam
 from gradflow.optimizers import adamw
@@ -47,6 +51,10 @@ from gradflow.optimizers import lamb
 from gradflow.optimizers import lars
 from gradflow.optimizers import rmsprop
 from gradflow.optimizers import sgd
+from gradflow.plateau import ReduceOnPlateauState
+from gradflow.plateau import RestartOnLossState
+from gradflow.plateau import reduce_on_plateau
+from gradflow.plateau import restart_on_loss
 from gradflow.scaling import AddDecayedWeightsState
 from gradflow.scaling import ScaleByScheduleState
 from gradflow.scaling import TraceState
@@ -55,6 +63,24 @@ from gradflow.scaling import scale
 from gradflow.scaling import scale_by_learning_rate
 from gradflow.scaling import scale_by_schedule
 from gradflow.scaling import trace
+from gradflow.schedules import constant_schedule
+from gradflow.schedules import cosine_decay_schedule
+from gradflow.schedules import cosine_onecycle_schedule
+from gradflow.schedules import exponential_decay
+from gradflow.schedules import inverse_sqrt_schedule
+from gradflow.schedules import join_schedules
+from gradflow.schedules import linear_onecycle_schedule
+from gradflow.schedules import linear_schedule
+from gradflow.schedules import piecewise_constant_schedule
+from gradflow.schedules import piecewise_interpolate_schedule
+from gradflow.schedules import plot_schedule
+from gradflow.schedules import polynomial_schedule
+from gradflow.schedules import sgdr_schedule
+from gradflow.schedules import warm_restarts_schedule
+from gradflow.schedules import warmup_constant_schedule
+from gradflow.schedules import warmup_cosine_decay_schedule
+from gradflow.schedules import warmup_exponential_decay_schedule
+from gradflow.schedules import wsd_schedule
 from gradflow.tree import global_norm
 from gradflow.tree import safe_increment
 
@@ -85,14 +111,33 @@ __all__ = [
     "ClipByGlobalNormState",
     "ClipByNormState",
     "ClipState",
+    "constant_schedule",
+    "cosine_decay_schedule",
+    "cosine_onecycle_schedule",
+    "current_hyperparams",
     "EmptyState",
+    "exponential_decay",
     "global_norm",
     "GradientTransformation",
     "identity",
+    "inject_hyperparams",
+    "InjectHyperparamsState",
+    "inverse_sqrt_schedule",
+    "join_schedules",
     "lamb",
     "lars",
+    "linear_onecycle_schedule",
+    "linear_schedule",
     "monitor",
     "MonitorState",
+    "piecewise_constant_schedule",
+    "piecewise_interpolate_schedule",
+    "plot_schedule",
+    "polynomial_schedule",
+    "reduce_on_plateau",
+    "ReduceOnPlateauState",
+    "restart_on_loss",
+    "RestartOnLossState",
     "rmsprop",
     "safe_increment",
     "scale",
@@ -109,13 +154,20 @@ __all__ = [
     "ScaleByRssState",
     "ScaleByScheduleState",
     "ScaleByTrustRatioState",
+    "set_hyperparams",
     "sgd",
+    "sgdr_schedule",
     "skip_spikes",
     "SkipSpikesState",
     "stateless",
     "stats",
     "trace",
     "TraceState",
+    "warm_restarts_schedule",
+    "warmup_constant_schedule",
+    "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule",
+    "wsd_schedule",
     "zclip",
     "ZclipState",
 ]

@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Union
 
+import jax
 import jax.numpy as jnp
 
 Schedule = Callable[[Any], Any]
@@ -29,8 +30,13 @@ def value_at(hparam: ScalarOrSchedule, count: Any) -> Any:
 
 
 def _number(fn: str, name: str, value: Any) -> float | None:
-    """``value`` as a float, or None for a schedule; rejects NaN and non-numbers."""
-    if callable(value):
+    """``value`` as a float, or None for a schedule or a traced value; rejects NaN and non-numbers.
+
+    A tracer (a hyperparameter that :func:`gradflow.inject_hyperparams` keeps in
+    the optimizer state) has no value to check while the update is traced; its
+    value was checked when the transform was built.
+    """
+    if callable(value) or isinstance(value, jax.core.Tracer):
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
@@ -40,6 +46,22 @@ def _number(fn: str, name: str, value: Any) -> float | None:
     if math.isnan(value):
         raise ValueError(f"{fn}: {name} must not be NaN, got {value!r}")
     return float(value)
+
+
+def static_number(value: Any) -> float | None:
+    """``value`` as a float when it is a Python or NumPy number, else None.
+
+    Transforms decide their structure (whether to keep a momentum buffer, say)
+    only from numbers known when they are built; a JAX array, concrete or
+    traced, or a schedule gives None, so the structure does not depend on a
+    value that may change from step to step.
+    """
+    if callable(value) or isinstance(value, (jax.Array, jax.core.Tracer)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def check_range(

@@ -43,12 +43,14 @@ def sgd(
     check_learning_rate("sgd", learning_rate)
     hparams.check_range("sgd", "momentum", momentum, 0.0, 1.0)
     hparams.check_range("sgd", "dampening", dampening, 0.0, 1.0)
-    if nesterov and (momentum <= 0 or dampening != 0):
+    # Numbers decide the structure; arrays (injected hyperparameters) never do.
+    mu_num, d_num = hparams.static_number(momentum), hparams.static_number(dampening)
+    if nesterov and ((mu_num is not None and mu_num <= 0) or (d_num is not None and d_num != 0)):
         raise ValueError(
             f"sgd: nesterov=True needs momentum > 0 and dampening == 0, "
             f"got momentum={momentum!r}, dampening={dampening!r}"
         )
-    if momentum == 0 and dampening == 0:
+    if mu_num == 0 and d_num == 0:
         return chain(scale_by_learning_rate(learning_rate))
     return chain(trace(momentum, nesterov, dampening), scale_by_learning_rate(learning_rate))
 

@@ -117,7 +117,9 @@ def trace(
     """
     hparams.check_range("trace", "decay", decay, 0.0, 1.0)
     hparams.check_range("trace", "dampening", dampening, 0.0, 1.0)
-    if nesterov and (decay <= 0 or dampening != 0):
+    # Numbers decide the structure; arrays (injected hyperparameters) never do.
+    mu_num, d_num = hparams.static_number(decay), hparams.static_number(dampening)
+    if nesterov and ((mu_num is not None and mu_num <= 0) or (d_num is not None and d_num != 0)):
         raise ValueError(
             f"trace: nesterov=True needs decay > 0 and dampening == 0, got decay={decay!r}, dampening={dampening!r}"
         )
@@ -129,9 +131,15 @@ def trace(
         del params, extra_args
         tree_lib.check_same_structure("trace", updates, state.trace, "momentum buffer")
         # b starts at zero, so the first step's μ·b vanishes; only g's factor differs.
-        g_factor = jnp.where(state.count == 0, 1.0, 1.0 - dampening) if dampening else 1.0
+        # 1 − d is formed in the gradient's dtype, from d in that dtype.
+        damped = d_num is None or d_num != 0.0
 
-        new_trace = jax.tree.map(lambda g, b: (decay * b + g_factor * g).astype(b.dtype), updates, state.trace)
+        def damp(g):
+            if not damped:
+                return g
+            return jnp.where(state.count == 0, 1, 1 - hparams.as_scalar(dampening, g.dtype)) * g
+
+        new_trace = jax.tree.map(lambda g, b: (decay * b + damp(g)).astype(b.dtype), updates, state.trace)
         direction = (lambda g, b: g + decay * b) if nesterov else (lambda g, b: b)
         new_updates = jax.tree.map(lambda g, b: direction(g, b).astype(g.dtype), updates, new_trace)
         return new_updates, TraceState(count=tree_lib.safe_increment(state.count), trace=new_trace)

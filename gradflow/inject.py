@@ -1,0 +1,242 @@
+"""Hyperparameters that live in the optimizer state, so they can change without recompiling."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gradflow import tree as tree_lib
+from gradflow.base import GradientTransformation, _extra_args_filter
+
+
+class InjectHyperparamsState(NamedTuple):
+    """State of a transform built by :func:`inject_hyperparams`."""
+
+    count: jnp.ndarray  # int32 scalar: updates done; the schedules' step (as in scale_by_schedule)
+    hyperparams: dict  # name -> 0-d float array (float32, or float64 with float64 params): the values the next update uses
+    inner_state: Any  # the wrapped transform's state
+
+
+_VAR_KINDS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+def _is_float_hyperparam(value: Any, default: Any) -> bool:
+    """A float (Python, NumPy or JAX floating scalar), or an int where the factory's default is a float."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, float):
+        return True
+    if isinstance(value, (int, np.integer)):
+        return isinstance(default, float) and not isinstance(default, bool)
+    if isinstance(value, (np.ndarray, np.floating, jax.Array)):
+        return np.ndim(value) == 0 and jnp.issubdtype(jnp.result_type(value), jnp.floating)
+    return False
+
+
+def _own_dtype(value: Any) -> Any:
+    """The dtype a value asks for: an array's own floating dtype (unless weakly typed), else None."""
+    if isinstance(value, (np.ndarray, np.floating)):
+        return value.dtype
+    if isinstance(value, jax.Array) and not getattr(value, "weak_type", False):
+        return value.dtype
+    return None
+
+
+def _default_dtype(params: Any) -> Any:
+    """float32, or float64 when a parameter is float64: never narrower than float32."""
+    dtype = jnp.float32
+    for leaf in jax.tree.leaves(params):
+        leaf_dtype = getattr(leaf, "dtype", None)
+        if leaf_dtype is not None and jnp.issubdtype(leaf_dtype, jnp.floating):
+            dtype = jnp.promote_types(dtype, leaf_dtype)
+    return dtype
+
+
+def inject_hyperparams(
+    factory: Callable[..., GradientTransformation],
+    static_args: str | Iterable[str] = (),
+    hyperparam_dtype: Any = None,
+) -> Callable[..., GradientTransformation]:
+    """Wrap ``factory`` so its numeric hyperparameters live in the optimizer state.
+
+    ``inject_hyperparams(sgd)(learning_rate=0.1, momentum=0.9)`` builds a
+    transform whose state is :class:`InjectHyperparamsState`; its
+    ``hyperparams`` dict holds ``learning_rate`` and ``momentum`` as 0-d arrays,
+    and each update builds ``factory(**hyperparams)`` from them. So
+
+    - a new value set in the state (:func:`set_hyperparams`) changes the next
+      update, without compiling the step again;
+    - a schedule given for a hyperparameter is evaluated at the state's count
+      (0 for the first update, counted as :func:`~gradflow.scale_by_schedule`
+      does), and the state shows its value for the next update;
+    - :func:`current_hyperparams` reads them, under ``jit`` too.
+
+    Which arguments are injected: floats (Python, NumPy or JAX floating
+    scalars; a Python int where the factory's default is a float) and
+    schedules (callables). Bools, ints, ``None``, strings, trees (masks) and the
+    names in ``static_args`` stay fixed Python values, as the factory needs them
+    to choose its structure.
+
+    Precision: each value is stored as float32 (float64 when the parameters are
+    float64, or the dtype of a NumPy/JAX array you pass, or ``hyperparam_dtype``),
+    never in the parameters' narrower dtype: with bfloat16 parameters a decay of
+    0.999 stays 0.999 (bfloat16 would round it to 1.0) and the arithmetic with it
+    happens in float32. In float32 the updates are bitwise identical to the
+    un-injected ``factory(...)``'s for gradflow's transforms (which compute with
+    a hyperparameter only in the update's dtype).
+
+    Args:
+      factory: a function returning a gradient transformation (gradflow's or optax's).
+        It is called once here with the given values, so bad hyperparameters are
+        refused now, and again at every update (tracing) with 0-d arrays.
+      static_args: names of arguments never to inject (e.g. a callable that is
+        not a schedule, such as ``mask``).
+      hyperparam_dtype: force one dtype for every injected value.
+
+    Returns:
+      A function taking the same arguments as ``factory`` (schedules allowed
+      for numeric ones) and returning the wrapped transform.
+
+    Parity: ``optax.inject_hyperparams(factory)(...)`` gives the same updates
+    to rounding; unlike optax's, values keep float32 with low-precision params,
+    and the stored value of a schedule is the one the next update uses.
+    """
+    if isinstance(static_args, str):
+        static_args = (static_args,)
+    static_names = set(static_args)
+    sig = inspect.signature(factory)
+    unknown = static_names - set(sig.parameters)
+    if unknown:
+        raise ValueError(
+            f"inject_hyperparams: static_args must name parameters of {getattr(factory, '__name__', factory)!r}, "
+            f"got {sorted(unknown)}"
+        )
+    name = getattr(factory, "__name__", "factory")
+
+    @functools.wraps(factory)
+    def wrapped(*args, **kwargs) -> GradientTransformation:
+        bound = sig.bind(*args, **kwargs)
+        bound.apply_defaults()
+        numeric: dict[str, Any] = {}
+        scheduled: dict[str, Callable] = {}
+        for arg, value in bound.arguments.items():
+            param = sig.parameters[arg]
+            if param.kind in _VAR_KINDS or arg in static_names:
+                continue
+            if callable(value) and not isinstance(value, jax.Array):
+                scheduled[arg] = value
+            elif _is_float_hyperparam(value, param.default):
+                numeric[arg] = value
+        # Build once with the values as given: the factory refuses bad ones now.
+        factory(*bound.args, **bound.kwargs)
+
+        def build(values: dict) -> GradientTransformation:
+            arguments = dict(bound.arguments)
+            arguments.update(values)
+            call = inspect.BoundArguments(sig, arguments)
+            try:
+                return factory(*call.args, **call.kwargs)
+            except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError) as e:
+                raise TypeError(
+                    f"inject_hyperparams({name}): the factory needs one of {sorted(values)} as a Python number "
+                    "(it branches on it); list that argument in static_args"
+                ) from e
+
+        def dtype_for(arg: str, value: Any, params: Any) -> Any:
+            if hyperparam_dtype is not None:
+                return hyperparam_dtype
+            return _own_dtype(value) or _default_dtype(params)
+
+        def values_at(count: jnp.ndarray, dtypes: dict) -> dict:
+            return {k: jnp.asarray(f(count)).astype(dtypes[k]) for k, f in scheduled.items()}
+
+        def init_fn(params):
+            count = tree_lib.zero_count()
+            hp = {k: jnp.asarray(v, dtype_for(k, v, params)) for k, v in numeric.items()}
+            dtypes = {k: dtype_for(k, None, params) for k in scheduled}
+            hp.update(values_at(count, dtypes))
+            return InjectHyperparamsState(count=count, hyperparams=hp, inner_state=build(hp).init(params))
+
+        def update_fn(updates, state, params=None, **extra_args):
+            stored = state.hyperparams
+            hp = {k: jnp.asarray(stored[k]) for k in numeric}
+            dtypes = {k: jnp.result_type(stored[k]) for k in scheduled}
+            hp.update(values_at(state.count, dtypes))
+            inner = build(hp)
+            keep = _extra_args_filter(inner.update)
+            updates, inner_state = inner.update(updates, state.inner_state, params, **keep(extra_args))
+            count = tree_lib.safe_increment(state.count)
+            new_hp = {k: hp[k] for k in numeric}
+            new_hp.update(values_at(count, dtypes))
+            return updates, InjectHyperparamsState(count=count, hyperparams=new_hp, inner_state=inner_state)
+
+        return GradientTransformation(init_fn, update_fn)
+
+    return wrapped
+
+
+def _is_inject_state(x: Any) -> bool:
+    # gradflow's state, or optax's InjectHyperparamsState / InjectStatefulHyperparamsState.
+    return isinstance(x, tuple) and hasattr(x, "hyperparams") and hasattr(x, "inner_state")
+
+
+def _inject_states(state: Any) -> list:
+    leaves = jax.tree.leaves(state, is_leaf=_is_inject_state)
+    return [x for x in leaves if _is_inject_state(x)]
+
+
+def current_hyperparams(state: Any) -> dict[str, jnp.ndarray]:
+    """The injected hyperparameters' current values, as ``{name: 0-d array}``.
+
+    ``state`` is the state of an :func:`inject_hyperparams` transform, or any
+    state tree holding one (a ``chain``'s tuple, a flax ``TrainState.opt_state``).
+    The values are the ones the next update uses. Works under ``jit``.
+
+    Raises:
+      ValueError: no injected state in ``state``, or two that share a name.
+    """
+    found = _inject_states(state)
+    if not found:
+        raise ValueError("current_hyperparams: the state holds no inject_hyperparams state")
+    out: dict[str, jnp.ndarray] = {}
+    for s in found:
+        for k, v in s.hyperparams.items():
+            if k in out:
+                raise ValueError(f"current_hyperparams: two injected states both hold {k!r}; pass the one you mean")
+            out[k] = v
+    return out
+
+
+def set_hyperparams(state: Any, **values: Any) -> Any:
+    """A copy of ``state`` whose injected hyperparameters take ``values`` from the next update on.
+
+    Each value is cast to the dtype already stored, so the state's structure
+    and dtypes do not change and a jitted step does not compile again. A
+    scheduled hyperparameter is recomputed from the step count at every update,
+    so setting it has no lasting effect.
+
+    Raises:
+      ValueError: a name that no injected state holds.
+    """
+    found = _inject_states(state)
+    names = {k for s in found for k in s.hyperparams}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"set_hyperparams: no injected hyperparameter named {sorted(unknown)}; have {sorted(names)}")
+
+    def replace(x):
+        if not _is_inject_state(x):
+            return x
+        hp = dict(x.hyperparams)
+        for k, v in values.items():
+            if k in hp:
+                hp[k] = jnp.asarray(v, jnp.result_type(hp[k]))
+        return x._replace(hyperparams=hp)
+
+    return jax.tree.map(replace, state, is_leaf=_is_inject_state)
