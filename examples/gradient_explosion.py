@@ -537,7 +537,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(format_table(task, results))
         print(flush=True)
     plot(all_results, args.out)
-    print(f"plot saved to {os.path.abspath(args.out)}")
+    print(f"plot saved to {args.out}")
     return {"results": {n: {r.recipe: r for r in rs} for n, (_, rs) in all_results.items()}, "plot": args.out}
 
 
