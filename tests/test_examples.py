@@ -75,7 +75,7 @@ def explosion():
     return load("gradient_explosion")
 
 
-@pytest.mark.parametrize("task,steps", [("mlp", 150), ("rnn", 50)])
+@pytest.mark.parametrize("task,steps", [("mlp", 100), ("rnn", 40)])
 def test_gradient_explosion_recipe_beats_plain_sgd(explosion, tmp_path, capsys, task, steps):
     png = tmp_path / "plot.png"
     out = explosion.main(["--task", task, "--steps", str(steps), "--out", str(png), "--no-progress"])
