@@ -81,6 +81,8 @@ from gradflow.schedules import warmup_constant_schedule
 from gradflow.schedules import warmup_cosine_decay_schedule
 from gradflow.schedules import warmup_exponential_decay_schedule
 from gradflow.schedules import wsd_schedule
+from gradflow.sharding import init_sharded
+from gradflow.sharding import state_sharding
 from gradflow.tree import global_norm
 from gradflow.tree import safe_increment
 
@@ -120,6 +122,7 @@ __all__ = [
     "global_norm",
     "GradientTransformation",
     "identity",
+    "init_sharded",
     "inject_hyperparams",
     "InjectHyperparamsState",
     "inverse_sqrt_schedule",
@@ -159,6 +162,7 @@ __all__ = [
     "sgdr_schedule",
     "skip_spikes",
     "SkipSpikesState",
+    "state_sharding",
     "stateless",
     "stats",
     "trace",

@@ -75,8 +75,13 @@ def _bound_factor(norm: jnp.ndarray, bound: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(norm > bound, bound / norm, jnp.ones_like(norm))
 
 
-def _square_sums(updates: Any, dtype: Any) -> list:
-    return [jnp.square(tree_lib.leaf_norm(g)).astype(dtype) for g in jax.tree.leaves(updates)]
+def _square_sums(updates: Any, dtype: Any, axis_name: Any = None) -> list:
+    return [jnp.square(tree_lib.leaf_norm(g, axis_name)).astype(dtype) for g in jax.tree.leaves(updates)]
+
+
+def _any_across(flag: jnp.ndarray, axis_name: Any) -> jnp.ndarray:
+    """``flag`` or-ed over the ``shard_map`` axes ``axis_name`` (if any)."""
+    return flag if axis_name is None else jax.lax.psum(flag.astype(jnp.int32), axis_name) > 0
 
 
 # ---------------------------------------------------------------------------
@@ -153,13 +158,16 @@ def _diag_next(state, norm, clipped, **extra):
     )
 
 
-def clip(max_delta: hparams.ScalarOrSchedule) -> GradientTransformation:
+def clip(max_delta: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> GradientTransformation:
     """Clip every element to [−c, c] (document 004's "limit the gradient to a range").
 
     u_i = clip(g_i, −c, c) = max(−c, min(g_i, c)).
 
     Args:
       max_delta: c > 0, a number or a schedule of the step count.
+      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
+        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
+        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
 
     Returns:
       A :class:`GradientTransformation` whose state is a :class:`ClipState`.
@@ -178,15 +186,16 @@ def clip(max_delta: hparams.ScalarOrSchedule) -> GradientTransformation:
         del params, extra_args
         c = hparams.value_at(max_delta, state.count)
         leaves = jax.tree.leaves(updates)
-        norm = tree_lib.global_norm(updates)
+        norm = tree_lib.global_norm(updates, axis_name)
         clipped = jnp.any(jnp.array([jnp.any(jnp.abs(g) > c) for g in leaves])) if leaves else jnp.array(False)
+        clipped = _any_across(clipped, axis_name)
         updates = jax.tree.map(lambda g: jnp.clip(g, -c, c).astype(g.dtype), updates)
         return updates, _diag_next(state, norm, clipped)
 
     return GradientTransformation(init_fn, update_fn)
 
 
-def clip_by_norm(max_norm: hparams.ScalarOrSchedule) -> GradientTransformation:
+def clip_by_norm(max_norm: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> GradientTransformation:
     """Clip each leaf to norm c on its own: u_l = g_l·min(1, c/‖g_l‖₂).
 
     Unlike :func:`clip_by_global_norm`, every leaf (tensor) is bounded separately,
@@ -194,6 +203,9 @@ def clip_by_norm(max_norm: hparams.ScalarOrSchedule) -> GradientTransformation:
 
     Args:
       max_norm: c > 0, a number or a schedule of the step count.
+      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
+        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
+        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
 
     Returns:
       A :class:`GradientTransformation` whose state is a :class:`ClipByNormState`.
@@ -215,7 +227,7 @@ def clip_by_norm(max_norm: hparams.ScalarOrSchedule) -> GradientTransformation:
         dt = state.norm.dtype
         c = jnp.asarray(hparams.value_at(max_norm, state.count), dt)
         leaves, treedef = jax.tree.flatten(updates)
-        sq = _square_sums(updates, dt)
+        sq = _square_sums(updates, dt, axis_name)
         norms = [jnp.sqrt(s) for s in sq]
         factors = [_bound_factor(n, c) for n in norms]
         new = [(g * f).astype(g.dtype) for g, f in zip(leaves, factors)]
@@ -229,7 +241,7 @@ def clip_by_norm(max_norm: hparams.ScalarOrSchedule) -> GradientTransformation:
 
 
 def clip_by_global_norm(
-    max_norm: hparams.ScalarOrSchedule, *, pytorch_eps: bool = False
+    max_norm: hparams.ScalarOrSchedule, *, pytorch_eps: bool = False, axis_name: Any = None
 ) -> GradientTransformation:
     """Scale the whole tree so that its global norm is at most c.
 
@@ -241,6 +253,9 @@ def clip_by_global_norm(
     Args:
       max_norm: c > 0, a number or a schedule of the step count.
       pytorch_eps: add PyTorch's 10⁻⁶ to the norm in the factor.
+      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
+        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
+        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
 
     Returns:
       A :class:`GradientTransformation` whose state is a
@@ -265,7 +280,7 @@ def clip_by_global_norm(
         del params, extra_args
         dt = state.norm.dtype
         c = jnp.asarray(hparams.value_at(max_norm, state.count), dt)
-        norm = tree_lib.global_norm(updates).astype(dt)
+        norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         if pytorch_eps:
             coef = c / (norm + jnp.asarray(1e-6, dt))
             factor = jnp.minimum(coef, jnp.ones_like(coef))
@@ -278,13 +293,16 @@ def clip_by_global_norm(
     return GradientTransformation(init_fn, update_fn)
 
 
-def clip_by_block_rms(threshold: hparams.ScalarOrSchedule) -> GradientTransformation:
+def clip_by_block_rms(threshold: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> GradientTransformation:
     """Clip each leaf ("block") to root-mean-square τ: u_l = g_l·min(1, τ/rms(g_l)).
 
     rms(g_l) = √(mean_i g_{l,i}²) over the elements of leaf l.
 
     Args:
       threshold: τ > 0, a number or a schedule of the step count.
+      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
+        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
+        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
 
     Returns:
       A :class:`GradientTransformation` whose state is a :class:`ClipByBlockRmsState`.
@@ -306,8 +324,9 @@ def clip_by_block_rms(threshold: hparams.ScalarOrSchedule) -> GradientTransforma
         dt = state.norm.dtype
         tau = jnp.asarray(hparams.value_at(threshold, state.count), dt)
         leaves, treedef = jax.tree.flatten(updates)
-        sq = _square_sums(updates, dt)
-        rms = [jnp.sqrt(s / max(g.size, 1)) for s, g in zip(sq, leaves)]
+        sq = _square_sums(updates, dt, axis_name)
+        shards = 1 if axis_name is None else jax.lax.psum(1, axis_name)  # leaves split evenly
+        rms = [jnp.sqrt(s / (max(g.size, 1) * shards)) for s, g in zip(sq, leaves)]
         new = [(g * _bound_factor(r, tau)).astype(g.dtype) for g, r in zip(leaves, rms)]
         hits = sum((r > tau).astype(jnp.int32) for r in rms) if rms else jnp.zeros((), jnp.int32)
         norm = jnp.sqrt(sum(sq)) if sq else jnp.zeros((), dt)
@@ -368,6 +387,11 @@ def adaptive_grad_clip(
     the last. With ``pytorch_layout=True`` it follows PyTorch/timm, where a kernel
     is (out, in, …): rank ≤ 1 leaves are one unit, higher ranks reduce over all
     dims but dim 0. ``axis`` overrides both.
+
+    Unit norms are per row or column of a leaf, so under ``jax.jit`` with sharded
+    leaves they are exact (XLA reduces across shards). Inside ``jax.shard_map``,
+    keep the reduced axes unsplit (shard the unit axis only); AGC takes no
+    ``axis_name``, because a unit norm is not a sum over one mesh axis in general.
 
     Args:
       clipping: λ > 0, the largest allowed ratio ‖G_i‖/‖W_i‖* (number or schedule).
@@ -455,7 +479,9 @@ class AutoclipState(NamedTuple):
     history: jnp.ndarray  # (history_size,) float: ring buffer of the last finite norms
 
 
-def autoclip(percentile: float = 10.0, history_size: int = 1000) -> GradientTransformation:
+def autoclip(
+    percentile: float = 10.0, history_size: int = 1000, *, axis_name: Any = None
+) -> GradientTransformation:
     """AutoClip: clip the global norm to the p-th percentile of the norms seen so far.
 
     At each step the finite norm n_t = ‖g_t‖₂ is appended to the history H (the last
@@ -474,6 +500,9 @@ def autoclip(percentile: float = 10.0, history_size: int = 1000) -> GradientTran
     Args:
       percentile: p in (0, 100]; the paper recommends 10.
       history_size: the number of recent norms kept (≥ 1).
+      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
+        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
+        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
 
     Returns:
       A :class:`GradientTransformation` whose state is an :class:`AutoclipState`.
@@ -505,7 +534,7 @@ def autoclip(percentile: float = 10.0, history_size: int = 1000) -> GradientTran
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         dt = state.norm.dtype
-        norm = tree_lib.global_norm(updates).astype(dt)
+        norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         finite = jnp.isfinite(norm)
         pos = state.num_recorded % size
         history = state.history.at[pos].set(jnp.where(finite, norm, state.history[pos]))
@@ -548,6 +577,8 @@ def zclip(
     z_threshold: float = 2.5,
     warmup_steps: int = 25,
     eps: float = 1e-6,
+    *,
+    axis_name: Any = None,
 ) -> GradientTransformation:
     """ZClip: clip the global norm when its z-score against EMA statistics is too high.
 
@@ -569,6 +600,9 @@ def zclip(
       z_threshold: z_thr > 0.
       warmup_steps: number of norms collected before clipping starts (≥ 1).
       eps: ε ≥ 0 added to σ in the z-score.
+      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
+        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
+        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
 
     Returns:
       A :class:`GradientTransformation` whose state is a :class:`ZclipState`.
@@ -607,7 +641,7 @@ def zclip(
         dt = state.norm.dtype
         a = jnp.asarray(alpha, dt)
         zt = jnp.asarray(z_threshold, dt)
-        norm = tree_lib.global_norm(updates).astype(dt)
+        norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         finite = jnp.isfinite(norm)
         warm = state.num_recorded < w
 
@@ -664,6 +698,8 @@ def adagc(
     lambda_rel: float = 1.05,
     beta: float = 0.98,
     warmup_steps: int = 100,
+    *,
+    axis_name: Any = None,
 ) -> GradientTransformation:
     """AdaGC: per-leaf (per-tensor) clipping against an EMA of each leaf's clipped norm.
 
@@ -690,6 +726,9 @@ def adagc(
       lambda_rel: λ_rel > 0, the allowed ratio of ‖g_i‖ to its history γ_i.
       beta: EMA factor β in (0, 1).
       warmup_steps: steps of global clipping before per-leaf clipping starts (≥ 1).
+      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
+        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
+        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
 
     Returns:
       A :class:`GradientTransformation` whose state is an :class:`AdagcState`.
@@ -724,7 +763,7 @@ def adagc(
         dt = state.norm.dtype
         leaves, treedef = jax.tree.flatten(updates)
         gammas = treedef.flatten_up_to(state.gamma)
-        sq = _square_sums(updates, dt)
+        sq = _square_sums(updates, dt, axis_name)
         norms = [jnp.sqrt(s) for s in sq]
         norm = jnp.sqrt(sum(sq)) if sq else jnp.zeros((), dt)
         finite = jnp.isfinite(norm)

@@ -50,6 +50,8 @@ def _find_learning_rate(state: Any) -> Any:
 def monitor(
     inner: GradientTransformation | None = None,
     learning_rate: hparams.ScalarOrSchedule | None = None,
+    *,
+    axis_name: Any = None,
 ) -> GradientTransformation:
     """Record the gradient norm, update norm, parameter norm and learning rate of each step.
 
@@ -70,6 +72,9 @@ def monitor(
     Args:
       inner: the optimizer to watch (optional).
       learning_rate: the optimizer's learning rate or schedule (optional).
+      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
+        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
+        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
 
     Returns:
       A :class:`GradientTransformation` whose state is a :class:`MonitorState`;
@@ -95,17 +100,17 @@ def monitor(
 
     def update_fn(updates, state, params=None, **extra_args):
         dt = state.grad_norm.dtype
-        grad_norm = tree_lib.global_norm(updates).astype(dt)
+        grad_norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         new_updates, inner_state = inner.update(updates, state.inner_state, params, **keep(extra_args))
         param_norm = (
-            jnp.asarray(jnp.nan, dt) if params is None else tree_lib.global_norm(params).astype(dt)
+            jnp.asarray(jnp.nan, dt) if params is None else tree_lib.global_norm(params, axis_name).astype(dt)
         )
         lr = lr_at(state.count, inner_state, dt)
         return new_updates, MonitorState(
             inner_state=inner_state,
             count=tree_lib.safe_increment(state.count),
             grad_norm=grad_norm,
-            update_norm=tree_lib.global_norm(new_updates).astype(dt),
+            update_norm=tree_lib.global_norm(new_updates, axis_name).astype(dt),
             param_norm=param_norm,
             learning_rate=lr,
         )

@@ -28,11 +28,12 @@ def _zero_unless(pred: jnp.ndarray, updates: Any) -> Any:
     return jax.tree.map(lambda u: jnp.where(pred, u, jnp.zeros_like(u)), updates)
 
 
-def _all_finite(tree: Any) -> jnp.ndarray:
+def _all_finite(tree: Any, axis_name: Any = None) -> jnp.ndarray:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.array(True)
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+    ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+    return ok if axis_name is None else jax.lax.psum((~ok).astype(jnp.int32), axis_name) == 0
 
 
 class ApplyIfFiniteState(NamedTuple):
@@ -47,7 +48,9 @@ class ApplyIfFiniteState(NamedTuple):
     num_consecutive_errors: jnp.ndarray  # int32 scalar: non-finite steps in a row (0 after a finite one)
 
 
-def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) -> GradientTransformation:
+def apply_if_finite(
+    inner: GradientTransformation, max_consecutive_errors: int, *, axis_name: Any = None
+) -> GradientTransformation:
     """Skip steps whose updates contain NaN or ±inf; let them through after too many in a row.
 
     With k the number of consecutive non-finite steps including this one
@@ -64,6 +67,9 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) 
       inner: the transform to protect (usually the whole optimizer chain).
       max_consecutive_errors: how many non-finite steps in a row are skipped (≥ 0)
         before they are passed to ``inner``.
+      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
+        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
+        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
 
     Returns:
       A :class:`GradientTransformation` whose state is an :class:`ApplyIfFiniteState`.
@@ -89,7 +95,7 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) 
         )
 
     def update_fn(updates, state, params=None, **extra_args):
-        finite = _all_finite(updates)
+        finite = _all_finite(updates, axis_name)
         errors = jnp.where(finite, jnp.zeros((), jnp.int32), tree_lib.safe_increment(state.num_consecutive_errors))
         apply = finite | (errors > max_errors)
         new_updates, new_inner = inner.update(updates, state.inner_state, params, **keep(extra_args))
@@ -97,7 +103,7 @@ def apply_if_finite(inner: GradientTransformation, max_consecutive_errors: int) 
         return _zero_unless(apply, new_updates), ApplyIfFiniteState(
             inner_state=_select(apply, new_inner, state.inner_state),
             count=tree_lib.safe_increment(state.count),
-            norm=tree_lib.global_norm(updates).astype(state.norm.dtype),
+            norm=tree_lib.global_norm(updates, axis_name).astype(state.norm.dtype),
             skipped=skipped,
             num_skipped=jnp.where(skipped, tree_lib.safe_increment(state.num_skipped), state.num_skipped),
             num_not_finite=jnp.where(finite, state.num_not_finite, tree_lib.safe_increment(state.num_not_finite)),
@@ -129,6 +135,8 @@ def skip_spikes(
     window: int = 128,
     min_samples: int = 64,
     max_consecutive_skips: int | None = 10,
+    *,
+    axis_name: Any = None,
 ) -> GradientTransformation:
     """Skip a step whose gradient norm (or loss) spikes above its recent history.
 
@@ -156,6 +164,9 @@ def skip_spikes(
       window: number of recent accepted values kept (≥ 2).
       min_samples: values needed before any step is judged (2 ≤ min_samples ≤ window).
       max_consecutive_skips: skips in a row before a step is forced through (≥ 0), or None.
+      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
+        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
+        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
 
     Returns:
       A :class:`GradientTransformation` whose state is a :class:`SkipSpikesState`.
@@ -202,7 +213,7 @@ def skip_spikes(
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         dt = state.norm.dtype
-        norm = tree_lib.global_norm(updates).astype(dt)
+        norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         v = norm if value is None else jnp.asarray(value).astype(dt).reshape(())
         finite = jnp.isfinite(v) & jnp.isfinite(norm)
 

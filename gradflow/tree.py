@@ -20,23 +20,31 @@ def _square_sum(x: jnp.ndarray) -> jnp.ndarray:
     return jnp.sum(x * x)
 
 
-def global_norm(tree: Any) -> jnp.ndarray:
+def _across(total: jnp.ndarray, axis_name: Any) -> jnp.ndarray:
+    """Sum a per-shard partial sum over the ``shard_map`` mesh axes ``axis_name`` (if any)."""
+    return total if axis_name is None else jax.lax.psum(total, axis_name)
+
+
+def global_norm(tree: Any, axis_name: Any = None) -> jnp.ndarray:
     """‖g‖₂ over every element of every leaf: √(Σ_leaves Σ_i |g_i|²).
 
     Accumulates in at least float32 (float64 when the leaves are float64) and
-    returns a scalar. An empty tree has norm 0. Under ``jit`` with sharded
-    leaves XLA turns the sums into the needed all-reduces, so the norm is the
-    true norm across shards.
+    returns a scalar. An empty tree has norm 0.
+
+    Under ``jax.jit`` with sharded inputs the sums are global already (XLA
+    inserts the all-reduce). Inside ``shard_map``, where each call sees only its
+    shard, pass the mesh axis (or tuple of axes) the leaves are split over as
+    ``axis_name``: the partial sums are then ``psum``-ed across it.
     """
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros((), jnp.float32)
-    return jnp.sqrt(sum(_square_sum(x) for x in leaves))
+    return jnp.sqrt(_across(sum(_square_sum(x) for x in leaves), axis_name))
 
 
-def leaf_norm(x: jnp.ndarray) -> jnp.ndarray:
-    """‖x‖₂ of one leaf, accumulated in at least float32."""
-    return jnp.sqrt(_square_sum(x))
+def leaf_norm(x: jnp.ndarray, axis_name: Any = None) -> jnp.ndarray:
+    """‖x‖₂ of one leaf, accumulated in at least float32 (``axis_name`` as in :func:`global_norm`)."""
+    return jnp.sqrt(_across(_square_sum(x), axis_name))
 
 
 def safe_increment(count: jnp.ndarray) -> jnp.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import pytest
 
@@ -14,3 +16,7 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", False)
+
+
+# The 8-device tests run in a subprocess started by tests/test_sharding.py.
+collect_ignore = [] if os.environ.get("GRADFLOW_MULTIDEVICE") else ["multidevice"]

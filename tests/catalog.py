@@ -1,0 +1,42 @@
+"""One list of every optimizer, clipper and guard under test, built with usable arguments.
+
+Tests that must hold "for every optimizer" (sharding, fuzzing, checkpoints)
+parametrize over these.
+"""
+
+from __future__ import annotations
+
+import gradflow as gf
+
+OPTIMIZERS = {
+    "sgd": lambda: gf.sgd(0.05),
+    "sgd_momentum": lambda: gf.sgd(0.05, momentum=0.9),
+    "sgd_nesterov": lambda: gf.sgd(0.05, momentum=0.9, nesterov=True),
+    "sgd_dampening": lambda: gf.sgd(0.05, momentum=0.9, dampening=0.5),
+    "adagrad": lambda: gf.adagrad(0.05, lr_decay=0.01, initial_accumulator_value=0.1),
+    "rmsprop": lambda: gf.rmsprop(0.01),
+    "rmsprop_centered_momentum": lambda: gf.rmsprop(0.01, centered=True, momentum=0.9),
+    "adam": lambda: gf.adam(0.01),
+    "amsgrad": lambda: gf.amsgrad(0.01),
+    "adamw": lambda: gf.adamw(0.01, weight_decay=0.01),
+    "lars": lambda: gf.lars(0.1, weight_decay=1e-4),
+    "lamb": lambda: gf.lamb(0.01, weight_decay=0.01),
+    "adam_warmup_cosine": lambda: gf.adam(gf.warmup_cosine_decay_schedule(0.0, 0.01, 2, 10)),
+}
+
+CLIPPERS = {
+    "clip": lambda: gf.clip(1.0),
+    "clip_by_norm": lambda: gf.clip_by_norm(5.0),
+    "clip_by_global_norm": lambda: gf.clip_by_global_norm(5.0),
+    "clip_by_block_rms": lambda: gf.clip_by_block_rms(1.0),
+    "adaptive_grad_clip": lambda: gf.adaptive_grad_clip(0.1),
+    "autoclip": lambda: gf.autoclip(),
+    "zclip": lambda: gf.zclip(warmup_steps=2),
+    "adagc": lambda: gf.adagc(),
+}
+
+GUARDS = {
+    "apply_if_finite": lambda: gf.apply_if_finite(gf.adam(0.01), max_consecutive_errors=3),
+    "skip_spikes": lambda: gf.skip_spikes(gf.adam(0.01), window=8, min_samples=2),
+    "monitor": lambda: gf.monitor(gf.adam(0.01)),
+}
