@@ -67,7 +67,6 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
 
     graphdef, state = nnx.split((model, optimizer))
-    state = jax.tree.map(jnp.array, state)  # one distinct buffer per leaf, so all can be donated
 
     @functools.partial(jax.jit, donate_argnums=(0,))
     def train_step(state, x, y):

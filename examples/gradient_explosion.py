@@ -364,8 +364,7 @@ def train(task: Task, recipe: Recipe, steps: int, seed: int, progress: bool = Tr
     start_time = time.perf_counter()
     init_key, batch_key = jax.random.split(jax.random.PRNGKey(seed))
     params = task.init(init_key)
-    # init may hand out one zero buffer for several fields; donation needs each leaf distinct.
-    state = jax.tree.map(jnp.array, recipe.tx.init(params))
+    state = recipe.tx.init(params)
     history: list[dict] = []
     diverged_at = None
     done = 0
@@ -536,9 +535,10 @@ def main(argv: list[str] | None = None) -> dict:
         print()
         print(format_table(task, results))
         print(flush=True)
-    plot(all_results, args.out)
-    print(f"plot saved to {args.out}")
-    return {"results": {n: {r.recipe: r for r in rs} for n, (_, rs) in all_results.items()}, "plot": args.out}
+    out = args.out if os.path.splitext(args.out)[1] else args.out + ".png"
+    plot(all_results, out)
+    print(f"plot saved to {os.path.abspath(out)}")
+    return {"results": {n: {r.recipe: r for r in rs} for n, (_, rs) in all_results.items()}, "plot": out}
 
 
 if __name__ == "__main__":
