@@ -210,7 +210,7 @@ def test_adam_on_complex_leaves_matches_optax():
 
 
 @pytest.mark.parametrize("name", list(catalog.SCHEDULES))
-@settings(FUZZ, max_examples=20)
+@settings(FUZZ, max_examples=10)
 @given(steps=st.lists(st.integers(0, 2**31 - 1), min_size=8, max_size=8))  # one shape: one compilation
 def test_schedule_properties_on_random_steps(name, steps):
     schedule = catalog.SCHEDULES[name]()
