@@ -263,7 +263,7 @@ def restart_on_loss(
         zero = tree_lib.zero_count()
         return RestartOnLossState(
             count=zero,
-            scale=jnp.asarray(schedule(zero)).astype(_F32),
+            scale=jnp.asarray(hparams.call_schedule(schedule, zero, fn, "schedule")).astype(_F32),
             best_value=jnp.full((), jnp.inf, _F32),
             plateau_count=zero,
             armed=jnp.zeros((), jnp.bool_),
@@ -292,7 +292,7 @@ def restart_on_loss(
         restart = restart & ~in_cooldown
 
         count = jnp.where(restart, 0, state.count).astype(jnp.int32)
-        scale = jnp.asarray(schedule(count)).astype(_F32)
+        scale = jnp.asarray(hparams.call_schedule(schedule, count, fn, "schedule")).astype(_F32)
         new_state = RestartOnLossState(
             count=tree_lib.safe_increment(count),
             scale=scale,
