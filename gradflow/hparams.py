@@ -67,6 +67,8 @@ def _number(fn: str, name: str, value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
+            if isinstance(value, (str, bytes)):
+                raise TypeError  # float("0.1") would accept a string
             value = float(value)  # numpy / 0-d jax scalars
         except (TypeError, ValueError):
             raise ValueError(f"{fn}: {name} must be a number or a schedule, got {value!r}") from None
