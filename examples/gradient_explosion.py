@@ -323,7 +323,7 @@ def _counter_sum(stats: dict, suffix: str) -> jax.Array:
     return total
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def make_runner(task: Task, recipe: Recipe, chunk: int) -> Callable:
     """A jitted ``run(params, state, data, start, batch_key)`` doing ``chunk`` steps in one ``lax.scan``.
 

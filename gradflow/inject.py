@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradflow import hparams
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation, _extra_args_filter
 
@@ -154,7 +155,10 @@ def inject_hyperparams(
             return _own_dtype(value) or _default_dtype(params)
 
         def values_at(count: jnp.ndarray, dtypes: dict) -> dict:
-            return {k: jnp.asarray(f(count)).astype(dtypes[k]) for k, f in scheduled.items()}
+            return {
+                k: jnp.asarray(hparams.call_schedule(f, count, f"inject_hyperparams({name})", k)).astype(dtypes[k])
+                for k, f in scheduled.items()
+            }
 
         def init_fn(params):
             count = tree_lib.zero_count()

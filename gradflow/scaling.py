@@ -58,7 +58,7 @@ def scale_by_schedule(step_size_fn: Callable[[Any], Any]) -> GradientTransformat
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        updates = _times(updates, step_size_fn(state.count))
+        updates = _times(updates, hparams.call_schedule(step_size_fn, state.count, "scale_by_schedule", "step_size_fn"))
         return updates, ScaleByScheduleState(count=tree_lib.safe_increment(state.count))
 
     return GradientTransformation(init_fn, update_fn)
@@ -81,7 +81,9 @@ def scale_by_learning_rate(
     check_learning_rate("scale_by_learning_rate", learning_rate)
     sign = -1.0 if flip_sign else 1.0
     if callable(learning_rate):
-        return scale_by_schedule(lambda count: sign * learning_rate(count))
+        return scale_by_schedule(
+            lambda count: sign * hparams.call_schedule(learning_rate, count, "scale_by_learning_rate", "learning_rate")
+        )
     return scale(sign * learning_rate)
 
 
@@ -181,7 +183,7 @@ def add_decayed_weights(
         if params is None:
             raise ValueError("add_decayed_weights: update needs params (pass params=...)")
         tree_lib.check_same_structure("add_decayed_weights", updates, params)
-        wd = hparams.value_at(weight_decay, state.count)
+        wd = hparams.value_at(weight_decay, state.count, "add_decayed_weights", "weight_decay")
         decay = lambda g, p: (g + hparams.as_scalar(wd, p.dtype) * p).astype(g.dtype)  # noqa: E731
         if mask is None:
             new = jax.tree.map(decay, updates, params)

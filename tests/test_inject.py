@@ -176,7 +176,7 @@ def test_current_hyperparams_under_jit_and_nested():
         _, state = tx.update({"w": jnp.ones(3)}, state, params, value=1.0)
         return state, gf.current_hyperparams(state)
 
-    for t in range(60):
+    for _ in range(60):
         state, hp = step(state)
     np.testing.assert_allclose(float(hp["learning_rate"]), float(COSINE(60)), rtol=1e-7)
     assert float(hp["momentum"]) == np.float32(0.9)
