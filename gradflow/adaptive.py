@@ -13,7 +13,10 @@ numbers (booleans, and numbers such as a weight decay of 0) decide the
 structure, array values never cause Python branching, and each numeric
 hyperparameter is converted to the leaf's computation dtype before anything
 is derived from it (1 − β, bias corrections, ε), so a Python float and the
-same value held as a float32 array do the same float32 arithmetic.
+same value held as a float32 array do the same float32 arithmetic. A
+hyperparameter is written as the right operand of a product (``v * β``): XLA
+moves constants to the right, so both builds then give the compiler the same
+expression, and the same fused multiply-adds.
 
 Notation (EQUATIONS.md): g the incoming update, t the number of updates done
 before this one (0 first), so the k-th update has k = t + 1.
@@ -132,7 +135,9 @@ def scale_by_rss(
             e = hparams.as_scalar(eps, cd)
             s = s.astype(cd) + gc * gc
             denom = jnp.sqrt(s + e) if eps_in_sqrt else jnp.sqrt(s) + e
-            u = jnp.where(s > 0, gc / denom, jnp.zeros_like(gc))
+            # G = 0 only where every g so far was 0: divide by 1 there (the select sits
+            # in the denominator, so the step's factor multiplies a plain quotient).
+            u = gc / jnp.where(s > 0, denom, jnp.ones_like(denom))
             return u.astype(g.dtype), s
 
         new_u, new_s = _unzip(jax.tree.map(one, updates, state.sum_of_squares), updates, 2)
@@ -222,10 +227,10 @@ def scale_by_rms(
             cd = _compute_dtype(g.dtype)
             b, e, c = scalars(cd)
             gc = g.astype(cd)
-            v = b * v.astype(cd) + (1 - b) * (gc * gc)
+            v = v.astype(cd) * b + (gc * gc) * (1 - b)
             v_hat = v / c if bias_correction else v
             if centered:
-                m = b * m.astype(cd) + (1 - b) * gc
+                m = m.astype(cd) * b + gc * (1 - b)
                 m_hat = m / c if bias_correction else m
                 v_hat = jnp.maximum(v_hat - m_hat * m_hat, 0.0)
             denom = jnp.sqrt(v_hat + e) if eps_in_sqrt else jnp.sqrt(v_hat) + e
@@ -328,12 +333,12 @@ def scale_by_adam(
             cd = _compute_dtype(g.dtype)
             beta1, beta2, e, e_root, c1, c2, c1_next = scalars(cd)
             gc = g.astype(cd)
-            m = beta1 * m.astype(cd) + (1 - beta1) * gc
-            v = beta2 * v.astype(cd) + (1 - beta2) * (gc * gc)
+            m = m.astype(cd) * beta1 + gc * (1 - beta1)
+            v = v.astype(cd) * beta2 + (gc * gc) * (1 - beta2)
             if nesterov and bias_correction:
-                m_hat = beta1 * m / c1_next + (1 - beta1) * gc / c1
+                m_hat = m * beta1 / c1_next + gc * (1 - beta1) / c1
             elif nesterov:
-                m_hat = beta1 * m + (1 - beta1) * gc
+                m_hat = m * beta1 + gc * (1 - beta1)
             else:
                 m_hat = m / c1 if bias_correction else m
             v_hat = v / c2 if bias_correction else v
@@ -436,8 +441,8 @@ def scale_by_amsgrad(
             cd = _compute_dtype(g.dtype)
             beta1, beta2, e, e_root, c1, c2 = scalars(cd)
             gc = g.astype(cd)
-            m = beta1 * m.astype(cd) + (1 - beta1) * gc
-            v = beta2 * v.astype(cd) + (1 - beta2) * (gc * gc)
+            m = m.astype(cd) * beta1 + gc * (1 - beta1)
+            v = v.astype(cd) * beta2 + (gc * gc) * (1 - beta2)
             if max_of_debiased:
                 v_max = jnp.maximum(v_max.astype(cd), v / c2)
                 v_hat = v_max
@@ -535,13 +540,13 @@ def scale_by_trust_ratio(
             nd = p_norm.dtype
             eta, e = hparams.as_scalar(trust_coefficient, nd), hparams.as_scalar(eps, nd)
             wd_s = hparams.as_scalar(wd, nd)
-            denom = u_norm + wd_s * p_norm + e if uses_decay else u_norm + e
+            denom = u_norm + p_norm * wd_s + e if uses_decay else u_norm + e
             safe = (p_norm == 0) | (denom == 0)
-            ratio = jnp.where(safe, jnp.ones((), nd), eta * p_norm / jnp.where(safe, 1.0, denom))
+            ratio = jnp.where(safe, jnp.ones((), nd), p_norm * eta / jnp.where(safe, 1.0, denom))
             cd = _compute_dtype(u.dtype)
             d = u.astype(cd)
             if uses_decay:
-                d = d + wd_s.astype(cd) * p.astype(cd)
+                d = d + p.astype(cd) * wd_s.astype(cd)
             return (ratio.astype(cd) * d).astype(u.dtype)
 
         new = jax.tree.map(one, updates, params)
