@@ -90,7 +90,11 @@ def inject_hyperparams(
     0.999 stays 0.999 (bfloat16 would round it to 1.0) and the arithmetic with it
     happens in float32. In float32 the updates are bitwise identical to the
     un-injected ``factory(...)``'s for gradflow's transforms (which compute with
-    a hyperparameter only in the update's dtype).
+    a hyperparameter only in the update's dtype). One exception on XLA's CPU
+    backend: where a sum of two products follows (momentum after an
+    ``eps_in_sqrt`` RMSProp step, or an ε = 0 ``decay_inside_norm`` LARS step),
+    the compiler may fuse the other multiply-add when a factor is a constant,
+    and the two differ in the last bit.
 
     Args:
       factory: a function returning a gradient transformation (gradflow's or optax's).

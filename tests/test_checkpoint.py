@@ -37,7 +37,7 @@ def _cases() -> dict:
     cases["clip/all"] = lambda: gf.chain(*(make() for make in catalog.CLIPPERS.values()), gf.sgd(0.05))
     cases.update({f"guard/{k}": v for k, v in catalog.GUARDS.items()})
     # b1 and b2 stay static: scale_by_adam needs them as Python numbers until adam is injection-friendly.
-    cases["inject/adam_schedule"] = lambda: gf.inject_hyperparams(gf.adam, static_args=("b1", "b2"))(
+    cases["inject/adam_schedule"] = lambda: gf.inject_hyperparams(gf.adam)(
         learning_rate=gf.warmup_cosine_decay_schedule(0.0, 0.01, 2, 10), b2=0.99
     )
     cases["inject/sgd_momentum"] = lambda: gf.inject_hyperparams(gf.sgd)(0.05, momentum=0.9)

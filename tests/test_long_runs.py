@@ -17,7 +17,7 @@ INT32_MAX = 2**31 - 1
 STATEFUL = {**catalog.OPTIMIZERS, **catalog.CLIPPERS, **catalog.GUARDS}
 STATEFUL.update(
     {
-        "inject_adam_schedule": lambda: gf.inject_hyperparams(gf.adam, static_args=("b1", "b2"))(
+        "inject_adam_schedule": lambda: gf.inject_hyperparams(gf.adam)(
             learning_rate=gf.warmup_cosine_decay_schedule(0.0, 0.01, 2, 10)
         ),
         "inject_sgd": lambda: gf.inject_hyperparams(gf.sgd)(0.1, momentum=0.9),
