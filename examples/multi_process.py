@@ -51,7 +51,8 @@ def train(steps: int, seed: int, process_id: int, num_processes: int) -> dict:
     """Train on a mesh of every device of every process; return this process's copy of the params."""
     import jax
     import jax.numpy as jnp
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     import gradflow as gf
 

@@ -16,6 +16,8 @@ from gradflow.base import apply_updates
 from gradflow.base import chain
 from gradflow.base import identity
 from gradflow.base import stateless
+from gradflow.checkpoint import load_state
+from gradflow.checkpoint import save_state
 from gradflow.clipping import AdagcState
 from gradflow.clipping import AdaptiveGradClipState
 from gradflow.clipping import AutoclipState
@@ -131,6 +133,7 @@ __all__ = [
     "lars",
     "linear_onecycle_schedule",
     "linear_schedule",
+    "load_state",
     "monitor",
     "MonitorState",
     "piecewise_constant_schedule",
@@ -143,6 +146,7 @@ __all__ = [
     "RestartOnLossState",
     "rmsprop",
     "safe_increment",
+    "save_state",
     "scale",
     "scale_by_adam",
     "scale_by_amsgrad",

@@ -8,13 +8,22 @@ structure across steps. Step-dependent scalars (bias corrections, trust ratios)
 are computed once per step, or once per leaf, and multiplied in, so XLA fuses
 each block into one pass over every leaf.
 
+Every block works under :func:`~gradflow.inject_hyperparams`, bitwise: Python
+numbers (booleans, and numbers such as a weight decay of 0) decide the
+structure, array values never cause Python branching, and each numeric
+hyperparameter is converted to the leaf's computation dtype before anything
+is derived from it (1 − β, bias corrections, ε), so a Python float and the
+same value held as a float32 array do the same float32 arithmetic. A
+hyperparameter is written as the right operand of a product (``v * β``): XLA
+moves constants to the right, so both builds then give the compiler the same
+expression, and the same fused multiply-adds.
+
 Notation (EQUATIONS.md): g the incoming update, t the number of updates done
 before this one (0 first), so the k-th update has k = t + 1.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -30,21 +39,31 @@ def _compute_dtype(dtype: Any) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def _float_count(count: jnp.ndarray) -> jnp.ndarray:
-    """The int32 step counter as JAX's default float (float64 when x64 is enabled)."""
-    return count.astype(jnp.result_type(float))
+def _bias_correction(decay: Any, k: jnp.ndarray) -> jnp.ndarray:
+    """1 − βᵏ for β in [0, 1) and a float step k ≥ 1, in k's dtype.
 
-
-def _bias_correction(decay: float, k: jnp.ndarray) -> jnp.ndarray:
-    """1 − βᵏ for a Python β in [0, 1) and a float step k ≥ 1.
-
-    Formed as −expm1(k·ln β) with ln β taken in double precision, so
-    1 − 0.999¹ = 0.001 is exact to the working precision instead of losing
-    four digits to cancellation in float32.
+    β (a number or a 0-d array) is converted to k's dtype first. The result is
+    formed as −expm1(k·log1p(−(1 − β))): 1 − β is exact for β ≥ ½, so
+    1 − 0.999¹ keeps every digit instead of losing four to cancellation; β = 0
+    gives 1. β passes an optimization barrier so that log1p runs in the
+    compiled step whether β is a Python constant or an injected array (XLA
+    would otherwise fold it at compile time, possibly rounding differently).
     """
-    if decay == 0.0:
-        return jnp.ones_like(k)
-    return -jnp.expm1(k * math.log(decay))
+    b = jax.lax.optimization_barrier(hparams.as_scalar(decay, k.dtype))
+    return -jnp.expm1(k * jnp.log1p(-(1 - b)))
+
+
+def _per_dtype(make: Any) -> Any:
+    """``make(dtype)`` memoised per dtype: one set of step scalars per computation dtype, not per leaf."""
+    cache: dict = {}
+
+    def get(dtype: Any) -> Any:
+        key = jnp.dtype(dtype)
+        if key not in cache:
+            cache[key] = make(key)
+        return cache[key]
+
+    return get
 
 
 def _unzip(tree_of_tuples: Any, like: Any, n: int) -> tuple:
@@ -113,9 +132,12 @@ def scale_by_rss(
         def one(g, s):
             cd = _compute_dtype(g.dtype)
             gc = g.astype(cd)
+            e = hparams.as_scalar(eps, cd)
             s = s.astype(cd) + gc * gc
-            denom = jnp.sqrt(s + eps) if eps_in_sqrt else jnp.sqrt(s) + eps
-            u = jnp.where(s > 0, gc / denom, jnp.zeros_like(gc))
+            denom = jnp.sqrt(s + e) if eps_in_sqrt else jnp.sqrt(s) + e
+            # G = 0 only where every g so far was 0: divide by 1 there (the select sits
+            # in the denominator, so the step's factor multiplies a plain quotient).
+            u = gc / jnp.where(s > 0, denom, jnp.ones_like(denom))
             return u.astype(g.dtype), s
 
         new_u, new_s = _unzip(jax.tree.map(one, updates, state.sum_of_squares), updates, 2)
@@ -192,19 +214,26 @@ def scale_by_rms(
         del params, extra_args
         tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
-        k = _float_count(count)
-        c = _bias_correction(decay, k) if bias_correction else None
+        # Per computation dtype: β, 1 − β and (with bias correction) 1 − βᵏ, all formed in that dtype.
+        scalars = _per_dtype(
+            lambda cd: (
+                hparams.as_scalar(decay, cd),
+                hparams.as_scalar(eps, cd),
+                _bias_correction(decay, count.astype(cd)) if bias_correction else None,
+            )
+        )
 
         def one(g, v, m=None):
             cd = _compute_dtype(g.dtype)
+            b, e, c = scalars(cd)
             gc = g.astype(cd)
-            v = decay * v.astype(cd) + (1.0 - decay) * (gc * gc)
-            v_hat = v / c.astype(cd) if bias_correction else v
+            v = v.astype(cd) * b + (gc * gc) * (1 - b)
+            v_hat = v / c if bias_correction else v
             if centered:
-                m = decay * m.astype(cd) + (1.0 - decay) * gc
-                m_hat = m / c.astype(cd) if bias_correction else m
+                m = m.astype(cd) * b + gc * (1 - b)
+                m_hat = m / c if bias_correction else m
                 v_hat = jnp.maximum(v_hat - m_hat * m_hat, 0.0)
-            denom = jnp.sqrt(v_hat + eps) if eps_in_sqrt else jnp.sqrt(v_hat) + eps
+            denom = jnp.sqrt(v_hat + e) if eps_in_sqrt else jnp.sqrt(v_hat) + e
             u = (gc / denom).astype(g.dtype)
             return (u, v, m) if centered else (u, v)
 
@@ -275,7 +304,7 @@ def scale_by_adam(
     _check_block_args(fn, b1=b1, b2=b2)
     hparams.check_non_negative(fn, "eps", eps)
     hparams.check_non_negative(fn, "eps_root", eps_root)
-    if nesterov and b1 == 0:
+    if nesterov and hparams.static_number(b1) == 0:
         raise ValueError(f"{fn}: nesterov=True needs b1 > 0, got b1={b1!r}")
 
     def init_fn(params):
@@ -289,24 +318,31 @@ def scale_by_adam(
         del params, extra_args
         tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
-        k = _float_count(count)
-        if bias_correction:
-            c1, c2 = _bias_correction(b1, k), _bias_correction(b2, k)
-            c1_next = _bias_correction(b1, k + 1.0)
-        else:
-            c1 = c2 = c1_next = jnp.ones_like(k)
+
+        def step_scalars(cd):
+            # β₁, β₂, ε, ε_root and the bias corrections, each formed in the computation dtype.
+            args = tuple(hparams.as_scalar(x, cd) for x in (b1, b2, eps, eps_root))
+            if not bias_correction:
+                return args + (None, None, None)
+            k = count.astype(cd)
+            return args + (_bias_correction(b1, k), _bias_correction(b2, k), _bias_correction(b1, k + 1))
+
+        scalars = _per_dtype(step_scalars)
 
         def one(g, m, v):
             cd = _compute_dtype(g.dtype)
+            beta1, beta2, e, e_root, c1, c2, c1_next = scalars(cd)
             gc = g.astype(cd)
-            m = b1 * m.astype(cd) + (1.0 - b1) * gc
-            v = b2 * v.astype(cd) + (1.0 - b2) * (gc * gc)
-            if nesterov:
-                m_hat = b1 * m / c1_next.astype(cd) + (1.0 - b1) * gc / c1.astype(cd)
+            m = m.astype(cd) * beta1 + gc * (1 - beta1)
+            v = v.astype(cd) * beta2 + (gc * gc) * (1 - beta2)
+            if nesterov and bias_correction:
+                m_hat = m * beta1 / c1_next + gc * (1 - beta1) / c1
+            elif nesterov:
+                m_hat = m * beta1 + gc * (1 - beta1)
             else:
-                m_hat = m / c1.astype(cd)
-            v_hat = v / c2.astype(cd)
-            u = m_hat / (jnp.sqrt(v_hat + eps_root) + eps)
+                m_hat = m / c1 if bias_correction else m
+            v_hat = v / c2 if bias_correction else v
+            u = m_hat / (jnp.sqrt(v_hat + e_root) + e)
             return u.astype(g.dtype), m, v
 
         new_u, new_m, new_v = _unzip(jax.tree.map(one, updates, state.mu, state.nu), updates, 3)
@@ -390,24 +426,31 @@ def scale_by_amsgrad(
         del params, extra_args
         tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
-        k = _float_count(count)
-        if bias_correction:
-            c1, c2 = _bias_correction(b1, k), _bias_correction(b2, k)
-        else:
-            c1 = c2 = jnp.ones_like(k)
+
+        def step_scalars(cd):
+            # β₁, β₂, ε, ε_root and the bias corrections, each formed in the computation dtype.
+            args = tuple(hparams.as_scalar(x, cd) for x in (b1, b2, eps, eps_root))
+            if not bias_correction:
+                return args + (None, None)
+            k = count.astype(cd)
+            return args + (_bias_correction(b1, k), _bias_correction(b2, k))
+
+        scalars = _per_dtype(step_scalars)
 
         def one(g, m, v, v_max):
             cd = _compute_dtype(g.dtype)
+            beta1, beta2, e, e_root, c1, c2 = scalars(cd)
             gc = g.astype(cd)
-            m = b1 * m.astype(cd) + (1.0 - b1) * gc
-            v = b2 * v.astype(cd) + (1.0 - b2) * (gc * gc)
+            m = m.astype(cd) * beta1 + gc * (1 - beta1)
+            v = v.astype(cd) * beta2 + (gc * gc) * (1 - beta2)
             if max_of_debiased:
-                v_max = jnp.maximum(v_max.astype(cd), v / c2.astype(cd))
+                v_max = jnp.maximum(v_max.astype(cd), v / c2)
                 v_hat = v_max
             else:
                 v_max = jnp.maximum(v_max.astype(cd), v)
-                v_hat = v_max / c2.astype(cd)
-            u = (m / c1.astype(cd)) / (jnp.sqrt(v_hat + eps_root) + eps)
+                v_hat = v_max / c2 if bias_correction else v_max
+            m_hat = m / c1 if bias_correction else m
+            u = m_hat / (jnp.sqrt(v_hat + e_root) + e)
             return u.astype(g.dtype), m, v, v_max
 
         out = jax.tree.map(one, updates, state.mu, state.nu, state.nu_max)
@@ -435,6 +478,8 @@ def scale_by_trust_ratio(
     trust_coefficient: float = 1.0,
     eps: float = 0.0,
     weight_decay: hparams.ScalarOrSchedule = 0.0,
+    *,
+    axis_name: Any = None,
 ) -> GradientTransformation:
     """Scale each leaf by its trust ratio, a scalar from the leaf's norms (LARS, LAMB).
 
@@ -453,7 +498,11 @@ def scale_by_trust_ratio(
     Args:
       trust_coefficient: η ≥ 0.
       eps: ε ≥ 0 in the denominator.
-      weight_decay: λ ≥ 0, a number or a schedule of the step.
+      weight_decay: λ ≥ 0, a number or a schedule of the step. A Python 0 drops
+        the λ terms; an injected or scheduled λ keeps them (they vanish at λ = 0).
+      axis_name: the mesh axis (or tuple of axes) for the norms ‖θ‖ and ‖u‖.
+        Inside shard_map, pass the mesh axis name the leaves are split over, so
+        each norm is summed across the shards; under plain ``jit`` leave it None.
 
     Returns:
       A :class:`~gradflow.GradientTransformation` with :class:`ScaleByTrustRatioState`;
@@ -471,7 +520,8 @@ def scale_by_trust_ratio(
     hparams.check_non_negative(fn, "trust_coefficient", trust_coefficient)
     hparams.check_non_negative(fn, "eps", eps)
     hparams.check_non_negative(fn, "weight_decay", weight_decay)
-    uses_decay = callable(weight_decay) or weight_decay != 0
+    wd_num = hparams.static_number(weight_decay)
+    uses_decay = wd_num is None or wd_num != 0  # numbers decide the structure; arrays never do
 
     def init_fn(params):
         del params
@@ -485,17 +535,18 @@ def scale_by_trust_ratio(
         wd = hparams.value_at(weight_decay, state.count) if uses_decay else 0.0
 
         def one(u, p):
-            p_norm = tree_lib.leaf_norm(p)
-            u_norm = tree_lib.leaf_norm(u)
+            p_norm = tree_lib.leaf_norm(p, axis_name)
+            u_norm = tree_lib.leaf_norm(u, axis_name)
             nd = p_norm.dtype
+            eta, e = hparams.as_scalar(trust_coefficient, nd), hparams.as_scalar(eps, nd)
             wd_s = hparams.as_scalar(wd, nd)
-            denom = u_norm + wd_s * p_norm + eps if uses_decay else u_norm + eps
+            denom = u_norm + p_norm * wd_s + e if uses_decay else u_norm + e
             safe = (p_norm == 0) | (denom == 0)
-            ratio = jnp.where(safe, jnp.ones((), nd), trust_coefficient * p_norm / jnp.where(safe, 1.0, denom))
+            ratio = jnp.where(safe, jnp.ones((), nd), p_norm * eta / jnp.where(safe, 1.0, denom))
             cd = _compute_dtype(u.dtype)
             d = u.astype(cd)
             if uses_decay:
-                d = d + wd_s.astype(cd) * p.astype(cd)
+                d = d + p.astype(cd) * wd_s.astype(cd)
             return (ratio.astype(cd) * d).astype(u.dtype)
 
         new = jax.tree.map(one, updates, params)

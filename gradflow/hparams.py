@@ -24,9 +24,36 @@ def is_schedule(value: Any) -> bool:
     return callable(value)
 
 
-def value_at(hparam: ScalarOrSchedule, count: Any) -> Any:
-    """The hyperparameter's value at step ``count``: ``hparam(count)`` or ``hparam``."""
-    return hparam(count) if callable(hparam) else hparam
+def _schedule_name(schedule: Any) -> str:
+    return getattr(schedule, "__qualname__", None) or getattr(schedule, "__name__", None) or repr(schedule)
+
+
+def call_schedule(schedule: Schedule, count: Any, fn: str | None = None, name: str | None = None) -> Any:
+    """``schedule(count)``, refusing a value that is not a scalar.
+
+    A schedule maps a step to one number. One that returns an array (a value per
+    parameter, a stray batch axis) would broadcast silently against the updates,
+    so it raises ``ValueError`` when the update is traced, naming the schedule,
+    and the function and argument it was given for when known.
+    """
+    value = schedule(count)
+    shape = jnp.shape(value)
+    if shape != jnp.shape(count):
+        where = f"{fn}: {name or 'schedule'}" if fn else (name or "schedule")
+        raise ValueError(
+            f"{where}: the schedule {_schedule_name(schedule)} returned an array of shape {shape} at a step of "
+            f"shape {jnp.shape(count)}; a schedule must return one number per step"
+        )
+    return value
+
+
+def value_at(hparam: ScalarOrSchedule, count: Any, fn: str | None = None, name: str | None = None) -> Any:
+    """The hyperparameter's value at step ``count``: ``hparam(count)`` or ``hparam``.
+
+    A schedule's value must be a scalar (see :func:`call_schedule`); ``fn`` and
+    ``name`` (the function and argument it was given for) go into the error.
+    """
+    return call_schedule(hparam, count, fn, name) if callable(hparam) else hparam
 
 
 def _number(fn: str, name: str, value: Any) -> float | None:
@@ -40,6 +67,8 @@ def _number(fn: str, name: str, value: Any) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
+            if isinstance(value, (str, bytes)):
+                raise TypeError  # float("0.1") would accept a string
             value = float(value)  # numpy / 0-d jax scalars
         except (TypeError, ValueError):
             raise ValueError(f"{fn}: {name} must be a number or a schedule, got {value!r}") from None

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradflow import hparams
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation, _extra_args_filter
 
@@ -89,7 +90,11 @@ def inject_hyperparams(
     0.999 stays 0.999 (bfloat16 would round it to 1.0) and the arithmetic with it
     happens in float32. In float32 the updates are bitwise identical to the
     un-injected ``factory(...)``'s for gradflow's transforms (which compute with
-    a hyperparameter only in the update's dtype).
+    a hyperparameter only in the update's dtype). One exception on XLA's CPU
+    backend: where a sum of two products follows (momentum after an
+    ``eps_in_sqrt`` RMSProp step, or an ε = 0 ``decay_inside_norm`` LARS step),
+    the compiler may fuse the other multiply-add when a factor is a constant,
+    and the two differ in the last bit.
 
     Args:
       factory: a function returning a gradient transformation (gradflow's or optax's).
@@ -154,7 +159,10 @@ def inject_hyperparams(
             return _own_dtype(value) or _default_dtype(params)
 
         def values_at(count: jnp.ndarray, dtypes: dict) -> dict:
-            return {k: jnp.asarray(f(count)).astype(dtypes[k]) for k, f in scheduled.items()}
+            return {
+                k: jnp.asarray(hparams.call_schedule(f, count, f"inject_hyperparams({name})", k)).astype(dtypes[k])
+                for k, f in scheduled.items()
+            }
 
         def init_fn(params):
             count = tree_lib.zero_count()

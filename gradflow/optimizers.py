@@ -1,8 +1,17 @@
-"""Optimizers: each one a :func:`~gradflow.chain` of the building blocks."""
+"""Optimizers: each one a :func:`~gradflow.chain` of the building blocks.
+
+Every optimizer works under :func:`~gradflow.inject_hyperparams` and gives
+the same bits as when built directly: whether a block is in the chain (a
+momentum buffer, a learning-rate decay) is decided only by Python numbers;
+an injected (array) value keeps the block, which then works for any value,
+0 included, as ``sgd`` keeps its momentum buffer.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+import jax.numpy as jnp
 
 from gradflow import hparams
 from gradflow.adaptive import scale_by_adam, scale_by_amsgrad, scale_by_rms, scale_by_rss, scale_by_trust_ratio
@@ -64,7 +73,9 @@ def _check_adam_args(fn: str, learning_rate: Any, b1: Any, b2: Any, eps: Any, ep
 
 
 def _check_nesterov(fn: str, nesterov: bool, momentum: Any, name: str = "momentum") -> None:
-    if nesterov and not momentum > 0:
+    # An injected (array) momentum was checked as a number when the optimizer was built.
+    mu = hparams.static_number(momentum)
+    if nesterov and mu is not None and not mu > 0:
         raise ValueError(f"{fn}: nesterov=True needs {name} > 0, got {name}={momentum!r}")
 
 
@@ -111,8 +122,12 @@ def adagrad(
     hparams.check_non_negative(fn, "eps", eps)
     hparams.check_non_negative(fn, "lr_decay", lr_decay)
     lr = learning_rate
-    if lr_decay != 0:
-        lr = lambda t: hparams.value_at(learning_rate, t) / (1.0 + t * lr_decay)  # noqa: E731
+    if hparams.static_number(lr_decay) != 0:  # a Python 0 drops the decay; an array keeps it
+
+        def lr(t):
+            decay = jnp.asarray(lr_decay)  # formed in the decay's dtype, whether number or injected array
+            return hparams.value_at(learning_rate, t) / (1 + t.astype(decay.dtype) * decay)
+
     return chain(
         scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt),
         scale_by_learning_rate(lr),
@@ -175,7 +190,7 @@ def rmsprop(
     hparams.check_non_negative(fn, "initial_scale", initial_scale)
     _check_nesterov(fn, nesterov, momentum)
     members = [scale_by_rms(decay, eps, eps_in_sqrt, centered, initial_scale, bias_correction)]
-    if momentum != 0:
+    if hparams.static_number(momentum) != 0:  # a Python 0 drops the buffer; an array keeps it
         members.append(trace(momentum, nesterov))
     members.append(scale_by_learning_rate(learning_rate))
     return chain(*members)
@@ -336,6 +351,7 @@ def lars(
     nesterov: bool = False,
     *,
     decay_inside_norm: bool = False,
+    axis_name: Any = None,
 ) -> GradientTransformation:
     """LARS: layer-wise adaptive rate scaling, with momentum.
 
@@ -352,6 +368,9 @@ def lars(
       momentum: μ in [0, 1]; 0 disables the buffer.
       nesterov: Nesterov look-ahead (needs μ > 0).
       decay_inside_norm: measure the decayed gradient's norm, as optax does.
+      axis_name: mesh axis (or axes) for the per-leaf norms. Inside shard_map,
+        pass the mesh axis name the leaves are split over; under plain ``jit``
+        leave it None.
 
     Returns:
       ``chain(scale_by_trust_ratio(η, ε, λ), scale_by_learning_rate(α), [trace(μ, nesterov)])``
@@ -373,11 +392,14 @@ def lars(
     hparams.check_range(fn, "momentum", momentum, 0.0, 1.0)
     _check_nesterov(fn, nesterov, momentum)
     if decay_inside_norm:
-        members = [add_decayed_weights(weight_decay), scale_by_trust_ratio(trust_coefficient, eps)]
+        members = [
+            add_decayed_weights(weight_decay),
+            scale_by_trust_ratio(trust_coefficient, eps, axis_name=axis_name),
+        ]
     else:
-        members = [scale_by_trust_ratio(trust_coefficient, eps, weight_decay)]
+        members = [scale_by_trust_ratio(trust_coefficient, eps, weight_decay, axis_name=axis_name)]
     members.append(scale_by_learning_rate(learning_rate))
-    if momentum != 0:
+    if hparams.static_number(momentum) != 0:  # a Python 0 drops the buffer; an array keeps it
         members.append(trace(momentum, nesterov))
     return chain(*members)
 
@@ -391,6 +413,7 @@ def lamb(
     mask: Any = None,
     *,
     eps_root: float = 0.0,
+    axis_name: Any = None,
 ) -> GradientTransformation:
     """LAMB: Adam's direction plus decoupled decay, rescaled per leaf by a trust ratio.
 
@@ -405,6 +428,9 @@ def lamb(
       weight_decay: λ ≥ 0, or a schedule.
       mask: tree of bools (or ``params -> tree``); ``False`` leaves are not decayed.
       eps_root: ε_root ≥ 0, inside the root.
+      axis_name: mesh axis (or axes) for the per-leaf norms. Inside shard_map,
+        pass the mesh axis name the leaves are split over; under plain ``jit``
+        leave it None.
 
     Returns:
       ``chain(scale_by_adam(...), add_decayed_weights(λ, mask), scale_by_trust_ratio(),
@@ -423,6 +449,6 @@ def lamb(
     return chain(
         scale_by_adam(b1, b2, eps, eps_root),
         add_decayed_weights(weight_decay, mask),
-        scale_by_trust_ratio(),
+        scale_by_trust_ratio(axis_name=axis_name),
         scale_by_learning_rate(learning_rate),
     )

@@ -262,7 +262,7 @@ def restart_on_loss(
         del params
         return RestartOnLossState(
             count=tree_lib.zero_count(),
-            scale=jnp.asarray(schedule(tree_lib.zero_count())).astype(_F32),
+            scale=jnp.asarray(hparams.call_schedule(schedule, tree_lib.zero_count(), fn, "schedule")).astype(_F32),
             best_value=jnp.full((), jnp.inf, _F32),
             plateau_count=tree_lib.zero_count(),
             armed=jnp.zeros((), jnp.bool_),
@@ -291,7 +291,7 @@ def restart_on_loss(
         restart = restart & ~in_cooldown
 
         count = jnp.where(restart, 0, state.count).astype(jnp.int32)
-        scale = jnp.asarray(schedule(count)).astype(_F32)
+        scale = jnp.asarray(hparams.call_schedule(schedule, count, fn, "schedule")).astype(_F32)
         new_state = RestartOnLossState(
             count=tree_lib.safe_increment(count),
             scale=scale,

@@ -15,7 +15,7 @@ from gradflow.base import EmptyState, GradientTransformation
 
 def _times(updates: Any, factor: Any) -> Any:
     """Each leaf times a scalar factor, cast to the leaf's dtype (so dtypes are kept)."""
-    return jax.tree.map(lambda g: hparams.as_scalar(factor, g.dtype) * g, updates)
+    return jax.tree.map(lambda g: g * hparams.as_scalar(factor, g.dtype), updates)
 
 
 def scale(step_size: float) -> GradientTransformation:
@@ -58,7 +58,7 @@ def scale_by_schedule(step_size_fn: Callable[[Any], Any]) -> GradientTransformat
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        updates = _times(updates, step_size_fn(state.count))
+        updates = _times(updates, hparams.call_schedule(step_size_fn, state.count, "scale_by_schedule", "step_size_fn"))
         return updates, ScaleByScheduleState(count=tree_lib.safe_increment(state.count))
 
     return GradientTransformation(init_fn, update_fn)
@@ -81,7 +81,9 @@ def scale_by_learning_rate(
     check_learning_rate("scale_by_learning_rate", learning_rate)
     sign = -1.0 if flip_sign else 1.0
     if callable(learning_rate):
-        return scale_by_schedule(lambda count: sign * learning_rate(count))
+        return scale_by_schedule(
+            lambda count: sign * hparams.call_schedule(learning_rate, count, "scale_by_learning_rate", "learning_rate")
+        )
     return scale(sign * learning_rate)
 
 
@@ -137,10 +139,10 @@ def trace(
         def damp(g):
             if not damped:
                 return g
-            return jnp.where(state.count == 0, 1, 1 - hparams.as_scalar(dampening, g.dtype)) * g
+            return g * jnp.where(state.count == 0, 1, 1 - hparams.as_scalar(dampening, g.dtype))
 
-        new_trace = jax.tree.map(lambda g, b: (decay * b + damp(g)).astype(b.dtype), updates, state.trace)
-        direction = (lambda g, b: g + decay * b) if nesterov else (lambda g, b: b)
+        new_trace = jax.tree.map(lambda g, b: (b * decay + damp(g)).astype(b.dtype), updates, state.trace)
+        direction = (lambda g, b: g + b * decay) if nesterov else (lambda g, b: b)
         new_updates = jax.tree.map(lambda g, b: direction(g, b).astype(g.dtype), updates, new_trace)
         return new_updates, TraceState(count=tree_lib.safe_increment(state.count), trace=new_trace)
 
@@ -181,8 +183,8 @@ def add_decayed_weights(
         if params is None:
             raise ValueError("add_decayed_weights: update needs params (pass params=...)")
         tree_lib.check_same_structure("add_decayed_weights", updates, params)
-        wd = hparams.value_at(weight_decay, state.count)
-        decay = lambda g, p: (g + hparams.as_scalar(wd, p.dtype) * p).astype(g.dtype)  # noqa: E731
+        wd = hparams.value_at(weight_decay, state.count, "add_decayed_weights", "weight_decay")
+        decay = lambda g, p: (g + p * hparams.as_scalar(wd, p.dtype)).astype(g.dtype)  # noqa: E731
         if mask is None:
             new = jax.tree.map(decay, updates, params)
         else:

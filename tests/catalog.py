@@ -40,3 +40,26 @@ GUARDS = {
     "skip_spikes": lambda: gf.skip_spikes(gf.adam(0.01), window=8, min_samples=2),
     "monitor": lambda: gf.monitor(gf.adam(0.01)),
 }
+
+SCHEDULES = {
+    "constant": lambda: gf.constant_schedule(0.1),
+    "polynomial": lambda: gf.polynomial_schedule(0.1, 0.001, 2.0, 100, 5),
+    "linear": lambda: gf.linear_schedule(0.1, 0.0, 100),
+    "exponential_decay": lambda: gf.exponential_decay(0.1, 10, 0.5, end_value=1e-4),
+    "exponential_decay_staircase": lambda: gf.exponential_decay(0.1, 10, 0.9, staircase=True),
+    "warmup_constant": lambda: gf.warmup_constant_schedule(0.0, 0.1, 10),
+    "piecewise_constant": lambda: gf.piecewise_constant_schedule(0.1, {10: 0.5, 50: 0.1}),
+    "piecewise_interpolate": lambda: gf.piecewise_interpolate_schedule("cosine", 0.1, {10: 0.5, 50: 0.1}),
+    "cosine_decay": lambda: gf.cosine_decay_schedule(0.1, 100, alpha=0.01),
+    "warmup_cosine_decay": lambda: gf.warmup_cosine_decay_schedule(0.0, 0.1, 10, 100),
+    "warmup_exponential_decay": lambda: gf.warmup_exponential_decay_schedule(0.0, 0.1, 10, 20, 0.5),
+    "join": lambda: gf.join_schedules([gf.linear_schedule(0.0, 0.1, 10), gf.cosine_decay_schedule(0.1, 90)], [10]),
+    "warm_restarts": lambda: gf.warm_restarts_schedule(0.1, 10, cycle_mult=2.0, peak_mult=0.5, warmup_steps=2),
+    "sgdr": lambda: gf.sgdr_schedule(
+        [dict(init_value=0.0, peak_value=0.1, warmup_steps=2, decay_steps=10)] * 3
+    ),
+    "cosine_onecycle": lambda: gf.cosine_onecycle_schedule(100, 0.1),
+    "linear_onecycle": lambda: gf.linear_onecycle_schedule(100, 0.1),
+    "wsd": lambda: gf.wsd_schedule(0.1, 10, 50, 40),
+    "inverse_sqrt": lambda: gf.inverse_sqrt_schedule(0.1, warmup_steps=10),
+}

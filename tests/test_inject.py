@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.sharding import PartitionSpec as P
 
 import gradflow as gf
 from gradflow import hparams
@@ -25,21 +28,26 @@ def _problem(seed=0, steps=STEPS):
 
 
 def _trajectory(tx, params, grads, dtype=jnp.float32):
-    """Parameters after every step, under jit (lax.scan)."""
+    """Parameters after every step, under jit (lax.scan).
+
+    The state is initialised outside and passed in, as a training loop does:
+    the injected hyperparameters are then run-time values, not constants XLA
+    could fold into the compiled step.
+    """
     params = jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
     grads = jax.tree.map(lambda x: jnp.asarray(x, dtype), grads)
 
     @jax.jit
-    def go(params, grads):
+    def go(params, state, grads):
         def body(carry, g):
             p, s = carry
             u, s = tx.update(g, s, p)
             p = gf.apply_updates(p, u)
             return (p, s), p
 
-        return jax.lax.scan(body, (params, tx.init(params)), grads)
+        return jax.lax.scan(body, (params, state), grads)
 
-    (_, state), traj = go(params, grads)
+    (_, state), traj = go(params, tx.init(params), grads)
     return jax.tree.map(np.asarray, traj), state
 
 
@@ -66,6 +74,33 @@ CASES = [
     ("scale_by_learning_rate", gf.scale_by_learning_rate, dict(learning_rate=0.03)),
     ("add_decayed_weights", gf.add_decayed_weights, dict(weight_decay=1e-2)),
     ("wd_momentum_chain", wd_momentum, dict(learning_rate=0.01, weight_decay=5e-4, momentum=0.95)),
+    # Every optimizer of gradflow.optimizers, and the adaptive blocks.
+    ("adagrad", gf.adagrad, dict(learning_rate=0.05)),
+    ("adagrad_lr_decay", gf.adagrad, dict(learning_rate=0.05, lr_decay=0.01, initial_accumulator_value=0.1)),
+    ("adagrad_eps_in_sqrt", gf.adagrad, dict(learning_rate=0.05, eps=1e-7, eps_in_sqrt=True)),
+    ("adagrad_schedule_lr_decay", gf.adagrad, dict(learning_rate=COSINE, lr_decay=0.02)),
+    ("rmsprop", gf.rmsprop, dict(learning_rate=0.01)),
+    ("rmsprop_centered", gf.rmsprop, dict(learning_rate=0.01, decay=0.95, centered=True)),
+    ("rmsprop_momentum", gf.rmsprop, dict(learning_rate=0.01, momentum=0.9)),
+    ("rmsprop_nesterov", gf.rmsprop, dict(learning_rate=0.01, momentum=0.9, nesterov=True)),
+    ("rmsprop_centered_momentum_bias_correction", gf.rmsprop,
+     dict(learning_rate=0.01, decay=0.99, centered=True, momentum=0.8, initial_scale=0.1, bias_correction=True)),
+    ("rmsprop_eps_in_sqrt_bias_correction", gf.rmsprop,
+     dict(learning_rate=0.01, decay=0.99, eps_in_sqrt=True, initial_scale=0.1, bias_correction=True)),
+    ("adam", gf.adam, dict(learning_rate=0.01)),
+    ("adam_nesterov", gf.adam, dict(learning_rate=0.01, nesterov=True)),
+    ("adam_no_bias_correction", gf.adam, dict(learning_rate=0.01, b1=0.8, b2=0.99, bias_correction=False)),
+    ("adam_eps_root_schedule", gf.adam, dict(learning_rate=COSINE, b2=0.95, eps=1e-6, eps_root=1e-8)),
+    ("amsgrad", gf.amsgrad, dict(learning_rate=0.01)),
+    ("amsgrad_no_bias_correction", gf.amsgrad, dict(learning_rate=0.01, bias_correction=False)),
+    ("amsgrad_max_of_debiased", gf.amsgrad, dict(learning_rate=0.01, b1=0.0, max_of_debiased=True)),
+    ("adamw", gf.adamw, dict(learning_rate=0.01, weight_decay=0.05)),
+    ("adamw_schedules", gf.adamw, dict(learning_rate=COSINE, weight_decay=gf.linear_schedule(0.1, 0.0, 300))),
+    ("lars", gf.lars, dict(learning_rate=0.1, weight_decay=1e-3)),
+    ("lars_nesterov_eps", gf.lars, dict(learning_rate=0.1, eps=1e-6, momentum=0.8, nesterov=True)),
+    ("lars_decay_inside_norm", gf.lars, dict(learning_rate=0.1, weight_decay=1e-3, eps=1e-9, decay_inside_norm=True)),
+    ("lamb", gf.lamb, dict(learning_rate=0.01, weight_decay=0.01)),
+    ("scale_by_trust_ratio", gf.scale_by_trust_ratio, dict(trust_coefficient=0.01, weight_decay=0.1)),
 ]
 
 
@@ -78,6 +113,18 @@ def test_bitwise_equal_to_plain_optimizer_over_500_steps(name, factory, kwargs):
     assert int(state.count) == STEPS
     assert all(v.dtype == jnp.float32 for v in state.hyperparams.values())
     assert {k for k, v in kwargs.items() if not isinstance(v, bool)} <= set(state.hyperparams)
+    # The trajectory really moves (so equality is not the trivial one).
+    assert all(not np.array_equal(injected[k][-1], params[k].astype(np.float32)) for k in injected)
+
+
+def test_cases_cover_every_optimizer():
+    from gradflow import optimizers
+
+    public = {
+        name for name, f in vars(optimizers).items()
+        if inspect.isfunction(f) and f.__module__ == optimizers.__name__ and not name.startswith("_")
+    }
+    assert public <= {factory.__name__ for _, factory, _ in CASES}
 
 
 def test_bitwise_equal_in_float64(x64):
@@ -176,7 +223,7 @@ def test_current_hyperparams_under_jit_and_nested():
         _, state = tx.update({"w": jnp.ones(3)}, state, params, value=1.0)
         return state, gf.current_hyperparams(state)
 
-    for t in range(60):
+    for _ in range(60):
         state, hp = step(state)
     np.testing.assert_allclose(float(hp["learning_rate"]), float(COSINE(60)), rtol=1e-7)
     assert float(hp["momentum"]) == np.float32(0.9)
@@ -240,3 +287,124 @@ def test_init_runs_on_shapes_only():
         state = jax.eval_shape(tx.init, shapes)
         assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(state))
     assert state.scale.dtype == jnp.float32
+
+
+# XLA's CPU backend contracts a·b + c·d into one fused multiply-add, and which product it
+# fuses can depend on whether a factor is a compile-time constant. Where momentum follows a
+# step that is itself a product (g·rsqrt(v) with eps_in_sqrt, or LARS' α·r·(g + λθ) with
+# ε = 0), the plain and injected builds may then differ in the last bit of a few elements.
+CONTRACTION_CASES = [
+    ("rmsprop_eps_in_sqrt_momentum", gf.rmsprop,
+     dict(learning_rate=0.01, decay=0.99, centered=True, momentum=0.8, eps_in_sqrt=True, bias_correction=True)),
+    ("lars_decay_inside_norm_eps0", gf.lars, dict(learning_rate=0.1, weight_decay=1e-3, decay_inside_norm=True)),
+]
+
+
+@pytest.mark.parametrize("name,factory,kwargs", CONTRACTION_CASES, ids=[c[0] for c in CONTRACTION_CASES])
+def test_fma_contraction_cases_agree_to_rounding(name, factory, kwargs):
+    params, grads = _problem()
+    plain, _ = _trajectory(factory(**kwargs), params, grads)
+    injected, _ = _trajectory(gf.inject_hyperparams(factory)(**kwargs), params, grads)
+    for k in plain:
+        np.testing.assert_allclose(injected[k], plain[k], rtol=2e-6, atol=1e-7, err_msg=k)
+
+
+ADAPTIVE_B2 = [
+    ("adam", gf.adam, dict(learning_rate=1e-3)),
+    ("amsgrad", gf.amsgrad, dict(learning_rate=1e-3)),
+    ("adamw", gf.adamw, dict(learning_rate=1e-3)),
+    ("lamb", gf.lamb, dict(learning_rate=1e-3)),
+]
+
+
+@pytest.mark.parametrize("name,factory,kwargs", ADAPTIVE_B2, ids=[c[0] for c in ADAPTIVE_B2])
+def test_bf16_params_keep_b2_exact_in_float32(name, factory, kwargs):
+    # b2 = 0.999 is 1.0 in bfloat16; injected it stays a float32 0.999, and v follows it.
+    assert float(jnp.asarray(0.999, jnp.bfloat16)) == 1.0
+    params = {"w": jnp.ones((64,), jnp.bfloat16)}
+    tx = gf.inject_hyperparams(factory)(**kwargs)
+    state = tx.init(params)
+    hp = gf.current_hyperparams(state)
+    assert hp["b2"].dtype == jnp.float32 and hp["b2"] == np.float32(0.999)
+    rng = np.random.default_rng(7)
+    grads = rng.standard_normal((20, 64)).astype(np.float32)
+    step = jax.jit(tx.update)
+    v = np.zeros(64, jnp.bfloat16)
+    b2 = np.float32(0.999)
+    for g in grads:
+        gb = jnp.asarray(g, jnp.bfloat16)
+        _, state = step({"w": gb}, state, params)
+        # Reference from the formula, in float32 with b2 = 0.999 exactly, stored in bfloat16.
+        g32 = np.asarray(gb, np.float32)
+        v = (v.astype(np.float32) * b2 + (g32 * g32) * (np.float32(1) - b2)).astype(jnp.bfloat16)
+    assert gf.current_hyperparams(state)["b2"] == np.float32(0.999)
+    adam_state = state.inner_state[0]
+    np.testing.assert_allclose(np.asarray(adam_state.nu["w"], np.float32), v.astype(np.float32), rtol=1e-2)
+    # With b2 rounded to 1.0 (what bfloat16 hyperparameters would give) v would stay 0.
+    assert np.all(np.asarray(adam_state.nu["w"], np.float32) > 0)
+
+
+LR_CASES = [c for c in CASES if c[1] is not gf.add_decayed_weights and c[1] is not gf.scale_by_trust_ratio
+            and not callable(c[2].get("learning_rate"))]
+
+
+@pytest.mark.parametrize("name,factory,kwargs", LR_CASES, ids=[c[0] for c in LR_CASES])
+def test_new_learning_rate_changes_next_step_without_recompiling(name, factory, kwargs):
+    tx = gf.inject_hyperparams(factory)(**kwargs)
+    rng = np.random.default_rng(3)
+    params = {k: jnp.asarray(rng.standard_normal(s), jnp.float32) for k, s in SHAPES.items()}
+    g1, g2 = ({k: jnp.asarray(rng.standard_normal(s), jnp.float32) for k, s in SHAPES.items()} for _ in range(2))
+    traces = []
+
+    @jax.jit
+    def step(params, state, g):
+        traces.append(1)
+        return tx.update(g, state, params)
+
+    _, state = step(params, tx.init(params), g1)
+    lr = float(gf.current_hyperparams(state)["learning_rate"])
+    u_same, _ = step(params, state, g2)
+    u_half, _ = step(params, gf.set_hyperparams(state, learning_rate=lr / 2), g2)
+    assert len(traces) == 1 and step._cache_size() == 1
+    for k in params:
+        assert not np.array_equal(np.asarray(u_half[k]), np.asarray(u_same[k])), k
+        # The step is α times something that does not depend on α, except for LARS' momentum,
+        # which adds μ·b (b from earlier steps) after the scaling.
+        if factory is not gf.lars:
+            np.testing.assert_array_equal(np.asarray(u_half[k]) * 2, np.asarray(u_same[k]), err_msg=k)
+
+
+@pytest.mark.parametrize("factory", [gf.lars, gf.lamb])
+def test_trust_ratio_axis_name_inside_shard_map(factory):
+    mesh = jax.make_mesh((1,), ("x",))
+    rng = np.random.default_rng(9)
+    params = {"w": jnp.asarray(rng.standard_normal((8, 4)), jnp.float32), "b": jnp.asarray(rng.standard_normal(4), jnp.float32)}
+    grads = [{k: jnp.asarray(rng.standard_normal(v.shape), jnp.float32) for k, v in params.items()} for _ in range(3)]
+    specs = {"w": P("x"), "b": P("x")}
+
+    def run(tx, wrap):
+        p, s = params, tx.init(params)
+        update = wrap(lambda g, s, p: tx.update(g, s, p))
+        for g in grads:
+            u, s = update(g, s, p)
+            p = gf.apply_updates(p, u)
+        return p
+
+    plain = run(factory(0.1, weight_decay=0.01), jax.jit)
+    sharded_tx = factory(0.1, weight_decay=0.01, axis_name="x")
+    state_specs = jax.tree.map(lambda x: P() if x.ndim == 0 else P("x"), sharded_tx.init(params))
+    shard = lambda f: jax.jit(jax.shard_map(  # noqa: E731
+        f, mesh=mesh, in_specs=(specs, state_specs, specs), out_specs=(specs, state_specs)))
+    put = lambda tree, spec: jax.tree.map(  # noqa: E731
+        lambda x, sp: jax.device_put(x, jax.sharding.NamedSharding(mesh, sp)), tree, spec)
+    p, s = put(params, specs), put(sharded_tx.init(params), state_specs)
+    update = shard(lambda g, s, p: sharded_tx.update(g, s, p))
+    for g in grads:
+        u, s = update(put(g, specs), s, p)
+        p = gf.apply_updates(p, u)
+    sharded = p
+    for k in params:
+        np.testing.assert_allclose(np.asarray(sharded[k]), np.asarray(plain[k]), rtol=1e-6, err_msg=k)
+    # The axis name reaches the norms: outside shard_map it is unbound.
+    with pytest.raises(NameError):
+        sharded_tx.update(grads[0], sharded_tx.init(params), params)

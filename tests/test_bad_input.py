@@ -1,0 +1,292 @@
+"""One test per row of docs/errors.md: each kind of bad argument, and the error it raises."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gradflow as gf
+from gradflow.checkpoint import load_state, save_state
+from tests import catalog
+
+NAN = math.nan
+PARAMS = {"w": jnp.ones((3,), jnp.float32), "b": jnp.ones((2,), jnp.float32)}
+SCHED = gf.constant_schedule(0.1)
+
+# (call, the name the message must contain, the bad value's text)
+OUT_OF_RANGE = [
+    (lambda: gf.sgd(-0.1), "sgd: learning_rate", "-0.1"),
+    (lambda: gf.sgd(0.1, momentum=1.5), "sgd: momentum", "1.5"),
+    (lambda: gf.sgd(0.1, nesterov=True), "sgd: nesterov", "momentum=0.0"),
+    (lambda: gf.adagrad(0.1, initial_accumulator_value=-1.0), "adagrad: initial_accumulator_value", "-1.0"),
+    (lambda: gf.rmsprop(0.1, decay=1.0), "rmsprop: decay", "1.0"),
+    (lambda: gf.adam(0.1, b1=1.5), "adam: b1", "1.5"),
+    (lambda: gf.adam(0.1, eps=-1e-8), "adam: eps", "-1e-08"),
+    (lambda: gf.amsgrad(0.1, b2=-0.1), "amsgrad: b2", "-0.1"),
+    (lambda: gf.adamw(0.1, weight_decay=-0.1), "adamw: weight_decay", "-0.1"),
+    (lambda: gf.lars(0.1, momentum=2.0), "lars: momentum", "2.0"),
+    (lambda: gf.lamb(0.1, b1=1.0), "lamb: b1", "1.0"),
+    (lambda: gf.scale_by_rss(eps=-1.0), "scale_by_rss: eps", "-1.0"),
+    (lambda: gf.scale_by_rms(decay=1.2), "scale_by_rms: decay", "1.2"),
+    (lambda: gf.scale_by_adam(b2=1.0), "scale_by_adam: b2", "1.0"),
+    (lambda: gf.scale_by_amsgrad(b1=-0.5), "scale_by_amsgrad: b1", "-0.5"),
+    (lambda: gf.scale_by_trust_ratio(eps=-1.0), "scale_by_trust_ratio: eps", "-1.0"),
+    (lambda: gf.trace(1.5), "trace: decay", "1.5"),
+    (lambda: gf.add_decayed_weights(-1.0), "add_decayed_weights: weight_decay", "-1.0"),
+    (lambda: gf.scale(math.inf), "scale: step_size", "inf"),
+    (lambda: gf.scale_by_learning_rate(-1.0), "scale_by_learning_rate: learning_rate", "-1.0"),
+    (lambda: gf.clip(-1.0), "clip: max_delta", "-1.0"),
+    (lambda: gf.clip_by_norm(0.0), "clip_by_norm: max_norm", "0.0"),
+    (lambda: gf.clip_by_global_norm(-5.0), "clip_by_global_norm: max_norm", "-5.0"),
+    (lambda: gf.clip_by_block_rms(-1.0), "clip_by_block_rms: threshold", "-1.0"),
+    (lambda: gf.adaptive_grad_clip(-0.1), "adaptive_grad_clip: clipping", "-0.1"),
+    (lambda: gf.autoclip(percentile=101.0), "autoclip: percentile", "101.0"),
+    (lambda: gf.zclip(alpha=1.5), "zclip: alpha", "1.5"),
+    (lambda: gf.adagc(beta=1.0), "adagc: beta", "1.0"),
+    (lambda: gf.apply_if_finite(gf.sgd(0.1), -1), "apply_if_finite: max_consecutive_errors", "-1"),
+    (lambda: gf.skip_spikes(gf.sgd(0.1), window=1), "skip_spikes: window", "1"),
+    (lambda: gf.reduce_on_plateau(factor=2.0), "reduce_on_plateau: factor", "2.0"),
+    (lambda: gf.restart_on_loss(SCHED, patience=-1), "restart_on_loss: patience", "-1"),
+    (lambda: gf.restart_on_loss(SCHED), "restart_on_loss: give threshold, patience or both", "None"),
+    (lambda: gf.restart_on_loss(0.1, patience=1), "restart_on_loss: schedule", "0.1"),
+    (lambda: gf.scale_by_schedule(0.1), "scale_by_schedule: step_size_fn", "0.1"),
+    (lambda: gf.constant_schedule(-1.0), "constant_schedule: value", "-1.0"),
+    (lambda: gf.polynomial_schedule(0.1, 0.0, 1.0, 0), "polynomial_schedule: transition_steps", "0"),
+    (lambda: gf.linear_schedule(0.1, 0.0, 2.5), "linear_schedule: transition_steps", "2.5"),
+    (lambda: gf.exponential_decay(0.1, 10, -0.5), "exponential_decay: decay_rate", "-0.5"),
+    (lambda: gf.cosine_decay_schedule(0.1, 0), "cosine_decay_schedule: decay_steps", "0"),
+    (lambda: gf.warmup_cosine_decay_schedule(0.0, 0.1, -1, 10), "warmup_cosine_decay_schedule: warmup_steps", "-1"),
+    (lambda: gf.piecewise_constant_schedule(0.1, {20: 0.5, -10: 0.1}), "piecewise_constant_schedule", "-10"),
+    (lambda: gf.join_schedules([SCHED, SCHED], [10, 5]), "join_schedules", "5"),
+    (lambda: gf.warm_restarts_schedule(0.1, 0), "warm_restarts_schedule: first_cycle_steps", "0"),
+    (lambda: gf.cosine_onecycle_schedule(100, 0.1, pct_start=1.5), "cosine_onecycle_schedule: pct_start", "1.5"),
+    (lambda: gf.wsd_schedule(0.1, 10, 10, 10, decay_shape="bogus"), "wsd_schedule: decay_shape", "bogus"),
+    (lambda: gf.inverse_sqrt_schedule(-0.1), "inverse_sqrt_schedule: peak_value", "-0.1"),
+    (lambda: gf.inject_hyperparams(gf.sgd, static_args="lr")(0.1), "inject_hyperparams: static_args", "lr"),
+]
+
+
+@pytest.mark.parametrize("call, name, value", OUT_OF_RANGE, ids=[n for _, n, _ in OUT_OF_RANGE])
+def test_row_out_of_range_hyperparameter(call, name, value):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert name in str(info.value) and value in str(info.value), str(info.value)
+
+
+NAN_HYPERPARAMS = [
+    ("sgd", lambda: gf.sgd(NAN)),
+    ("sgd", lambda: gf.sgd(0.1, momentum=NAN)),
+    ("adagrad", lambda: gf.adagrad(NAN)),
+    ("rmsprop", lambda: gf.rmsprop(0.1, eps=NAN)),
+    ("adam", lambda: gf.adam(0.1, b2=NAN)),
+    ("amsgrad", lambda: gf.amsgrad(NAN)),
+    ("adamw", lambda: gf.adamw(0.1, weight_decay=NAN)),
+    ("lars", lambda: gf.lars(NAN)),
+    ("lamb", lambda: gf.lamb(0.1, eps=NAN)),
+    ("scale", lambda: gf.scale(NAN)),
+    ("clip_by_global_norm", lambda: gf.clip_by_global_norm(NAN)),
+    ("zclip", lambda: gf.zclip(z_threshold=NAN)),
+    ("skip_spikes", lambda: gf.skip_spikes(gf.sgd(0.1), threshold=NAN)),
+    ("reduce_on_plateau", lambda: gf.reduce_on_plateau(rtol=NAN)),
+    ("restart_on_loss", lambda: gf.restart_on_loss(SCHED, threshold=NAN)),
+    ("cosine_decay_schedule", lambda: gf.cosine_decay_schedule(NAN, 10)),
+    ("warmup_cosine_decay_schedule", lambda: gf.warmup_cosine_decay_schedule(0.0, NAN, 2, 10)),
+    ("exponential_decay", lambda: gf.exponential_decay(0.1, 10, NAN)),
+]
+
+
+@pytest.mark.parametrize("fn, call", NAN_HYPERPARAMS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(NAN_HYPERPARAMS)])
+def test_row_nan_hyperparameter(fn, call):
+    with pytest.raises(ValueError, match=rf"^{fn}: .*nan"):
+        call()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [lambda: gf.adam("0.1"), lambda: gf.sgd([0.1]), lambda: gf.clip_by_norm("big"), lambda: gf.trace(None)],
+    ids=["adam", "sgd", "clip_by_norm", "trace"],
+)
+def test_row_non_number_hyperparameter(call):
+    with pytest.raises(ValueError, match="must be a number or a schedule"):
+        call()
+
+
+CHAINED = {**catalog.OPTIMIZERS, **catalog.GUARDS}
+_CLIPPER_INIT = "the clippers' init does not check the parameters' dtypes (only chain's does)"
+
+
+@pytest.mark.parametrize(
+    "name",
+    list(CHAINED)
+    + [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_CLIPPER_INIT)) for n in catalog.CLIPPERS],
+)
+@pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_])
+def test_row_integer_or_boolean_params(name, dtype):
+    tx = {**CHAINED, **catalog.CLIPPERS}[name]()
+    with pytest.raises(TypeError, match=r"\['b'\] has dtype"):
+        tx.init({"w": jnp.ones((3,)), "b": jnp.ones((2,), dtype)})
+
+
+# Transforms that keep per-leaf state: updates with another tree cannot be matched to it.
+PER_LEAF_STATE = [n for n in CHAINED if n not in ("sgd", "lars")] + [
+    pytest.param("adagc", marks=pytest.mark.xfail(strict=True, reason="adagc raises jax's ValueError 'Dict key mismatch' instead of TypeError"))
+]
+
+
+@pytest.mark.parametrize("name", PER_LEAF_STATE)
+def test_row_updates_tree_differs_from_state(name):
+    tx = {**CHAINED, **catalog.CLIPPERS}[name]()
+    state = tx.init(PARAMS)
+    with pytest.raises(TypeError, match="tree structure differs") as info:
+        tx.update({"w": jnp.ones((3,))}, state, value=jnp.float32(1.0))
+    assert "updates:" in str(info.value)  # both structures are shown
+
+
+_IGNORES_PARAMS = "clippers that do not read params never compare the updates' tree with them"
+UPDATES_VS_PARAMS = (
+    list(CHAINED)
+    + ["adaptive_grad_clip"]
+    + [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_IGNORES_PARAMS))
+        for n in catalog.CLIPPERS
+        if n != "adaptive_grad_clip"
+    ]
+)
+
+
+@pytest.mark.parametrize("name", UPDATES_VS_PARAMS)
+def test_row_updates_tree_differs_from_params(name):
+    tx = {**CHAINED, **catalog.CLIPPERS}[name]()
+    with pytest.raises(TypeError, match="tree structure differs"):
+        tx.update({"w": jnp.ones((3,))}, tx.init({"w": jnp.ones((3,))}), PARAMS, value=jnp.float32(1.0))
+
+
+def test_row_apply_updates_tree_differs():
+    with pytest.raises(TypeError, match="apply_updates: the updates' tree structure differs"):
+        gf.apply_updates(PARAMS, {"w": jnp.ones((3,))})
+
+
+@pytest.mark.parametrize(
+    "tx, fn",
+    [(gf.lars(0.1), "scale_by_trust_ratio"), (gf.lamb(0.1), "add_decayed_weights"), (gf.adaptive_grad_clip(0.1), "adaptive_grad_clip")],
+    ids=["lars", "lamb", "adaptive_grad_clip"],
+)
+def test_row_missing_params(tx, fn):
+    with pytest.raises(ValueError, match=f"{fn}: update needs params"):
+        tx.update(PARAMS, tx.init(PARAMS))
+
+
+def test_row_chain_state_of_another_length():
+    tx = gf.chain(gf.clip_by_global_norm(1.0), gf.sgd(0.1))
+    with pytest.raises(TypeError, match="chain: state has 1 entries but the chain has 2"):
+        tx.update(PARAMS, (gf.EmptyState(),), PARAMS)
+
+
+def _per_leaf(step):
+    """A schedule that wrongly returns one value per parameter."""
+    return jnp.full((3,), 0.1) * (step + 1)
+
+
+WRONG_SHAPE_SCHEDULE = [
+    ("sgd", lambda s: gf.sgd(s), "scale_by_learning_rate: learning_rate"),
+    ("sgd_momentum", lambda s: gf.sgd(s, momentum=0.9), "scale_by_learning_rate: learning_rate"),
+    ("adam", lambda s: gf.adam(s), "scale_by_learning_rate: learning_rate"),
+    ("adagrad", lambda s: gf.adagrad(s, lr_decay=0.1), "_per_leaf"),
+    ("adamw_weight_decay", lambda s: gf.adamw(0.1, weight_decay=s), "add_decayed_weights: weight_decay"),
+    ("lamb_weight_decay", lambda s: gf.lamb(0.1, weight_decay=s), "_per_leaf"),
+    ("scale_by_schedule", lambda s: gf.scale_by_schedule(s), "scale_by_schedule: step_size_fn"),
+    ("clip", lambda s: gf.clip(s), "_per_leaf"),
+    ("clip_by_norm", lambda s: gf.clip_by_norm(s), "_per_leaf"),
+    ("clip_by_global_norm", lambda s: gf.clip_by_global_norm(s), "_per_leaf"),
+    ("adaptive_grad_clip", lambda s: gf.adaptive_grad_clip(s), "_per_leaf"),
+    ("restart_on_loss", lambda s: gf.restart_on_loss(s, patience=1), "restart_on_loss: schedule"),
+    ("inject_hyperparams", lambda s: gf.inject_hyperparams(gf.sgd)(s), "inject_hyperparams(sgd): learning_rate"),
+]
+
+
+@pytest.mark.parametrize("build, where", [r[1:] for r in WRONG_SHAPE_SCHEDULE], ids=[r[0] for r in WRONG_SHAPE_SCHEDULE])
+def test_row_schedule_returning_an_array(build, where):
+    """Raised when the update is traced (under jit too), naming the schedule and, where known, the argument."""
+
+    def step(params):
+        tx = build(_per_leaf)
+        return tx.update(params, tx.init(params), params, value=jnp.float32(1.0))
+
+    with pytest.raises(ValueError, match="returned an array of shape \\(3,\\)") as info:
+        jax.jit(step)({"w": jnp.ones((3,))})
+    assert where in str(info.value) and "_per_leaf" in str(info.value), str(info.value)
+
+
+def test_row_schedule_on_an_array_of_steps_is_fine():
+    """A schedule evaluated elementwise on an array of steps returns that array's shape; no error."""
+    assert gf.hparams.value_at(gf.cosine_decay_schedule(0.1, 10), jnp.arange(4)).shape == (4,)
+
+
+_SKIP_SPIKES_VALUE = "skip_spikes reshapes value to (): shape (3,) fails inside jax without naming skip_spikes, and (1,) passes"
+
+
+@pytest.mark.parametrize(
+    "make, fn",
+    [
+        (lambda: gf.reduce_on_plateau(), "reduce_on_plateau"),
+        (lambda: gf.restart_on_loss(SCHED, patience=1), "restart_on_loss"),
+        pytest.param(
+            lambda: gf.skip_spikes(gf.sgd(0.1), window=4, min_samples=2),
+            "skip_spikes",
+            marks=pytest.mark.xfail(strict=True, reason=_SKIP_SPIKES_VALUE),
+        ),
+    ],
+    ids=["reduce_on_plateau", "restart_on_loss", "skip_spikes"],
+)
+@pytest.mark.parametrize("shape", [(3,), (1,)])
+def test_row_value_not_a_scalar(make, fn, shape):
+    tx = make()
+    with pytest.raises(TypeError, match=f"{fn}: value must be a scalar"):
+        tx.update(PARAMS, tx.init(PARAMS), PARAMS, value=jnp.ones(shape))
+
+
+@pytest.mark.parametrize(
+    "tx, fn",
+    [(gf.reduce_on_plateau(), "reduce_on_plateau"), (gf.restart_on_loss(SCHED, patience=1), "restart_on_loss")],
+    ids=["reduce_on_plateau", "restart_on_loss"],
+)
+def test_row_value_missing(tx, fn):
+    with pytest.raises(TypeError, match=f"{fn}: update needs the loss"):
+        tx.update(PARAMS, tx.init(PARAMS), PARAMS)
+
+
+def test_row_clip_complex_leaves():
+    g = {"z": jnp.asarray([3 + 4j], jnp.complex64)}
+    with pytest.raises(ValueError, match="[Cc]omplex"):
+        gf.clip(1.0).update(g, gf.clip(1.0).init(g))
+
+
+def test_row_inject_names():
+    state = gf.inject_hyperparams(gf.sgd)(0.1).init(PARAMS)
+    with pytest.raises(ValueError, match=r"set_hyperparams: no injected hyperparameter named \['lr'\]"):
+        gf.set_hyperparams(state, lr=0.2)
+    with pytest.raises(ValueError, match="current_hyperparams: the state holds no inject_hyperparams state"):
+        gf.current_hyperparams(gf.adam(0.1).init(PARAMS))
+
+
+def test_row_load_state_of_another_tree(tmp_path):
+    save_state(tmp_path / "s.npz", gf.adam(0.1).init(PARAMS))
+    with pytest.raises(ValueError, match="load_state: the file and `like` hold different leaves"):
+        load_state(tmp_path / "s.npz", gf.sgd(0.1, momentum=0.9).init(PARAMS))
+    like = gf.adam(0.1).init({"w": jnp.ones((4,)), "b": jnp.ones((2,))})
+    with pytest.raises(ValueError, match=r"load_state: leaf .*\['w'\] is float32\[3\] in the file, float32\[4\]"):
+        load_state(tmp_path / "s.npz", like)
+
+
+def test_row_non_finite_gradients_are_not_an_error():
+    """NaN gradients propagate through optimizers (so they show) and are skipped by the guards."""
+    g = {"w": jnp.asarray([1.0, np.nan, 0.0]), "b": jnp.ones((2,))}
+    u, _ = gf.adam(0.1).update(g, gf.adam(0.1).init(PARAMS), PARAMS)
+    assert np.isnan(np.asarray(u["w"][1]))
+    guard = gf.apply_if_finite(gf.adam(0.1), max_consecutive_errors=3)
+    u, state = guard.update(g, guard.init(PARAMS), PARAMS)
+    assert bool(state.skipped) and all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(u))
