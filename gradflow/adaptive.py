@@ -39,6 +39,11 @@ def _compute_dtype(dtype: Any) -> Any:
     return jnp.promote_types(dtype, jnp.float32)
 
 
+def _abs_sq(x: jnp.ndarray) -> jnp.ndarray:
+    """|x|²: x·x for real leaves, Re(x·x̄) for complex ones."""
+    return x * x if not jnp.iscomplexobj(x) else jnp.real(x * jnp.conj(x))
+
+
 def _bias_correction(decay: Any, k: jnp.ndarray) -> jnp.ndarray:
     """1 − βᵏ for β in [0, 1) and a float step k ≥ 1, in k's dtype.
 
@@ -69,6 +74,8 @@ def _per_dtype(make: Any) -> Any:
 def _unzip(tree_of_tuples: Any, like: Any, n: int) -> tuple:
     """Split a tree whose leaves are n-tuples into n trees shaped like ``like``."""
     outer = jax.tree.structure(like)
+    if outer.num_leaves == 0:  # nothing to split: n empty trees of the same shape
+        return tuple(jax.tree.unflatten(outer, []) for _ in range(n))
     inner = jax.tree.structure((0,) * n)
     return jax.tree.transpose(outer, inner, tree_of_tuples)
 
@@ -133,7 +140,7 @@ def scale_by_rss(
             cd = _compute_dtype(g.dtype)
             gc = g.astype(cd)
             e = hparams.as_scalar(eps, cd)
-            s = s.astype(cd) + gc * gc
+            s = s.astype(cd) + _abs_sq(gc)
             denom = jnp.sqrt(s + e) if eps_in_sqrt else jnp.sqrt(s) + e
             # G = 0 only where every g so far was 0: divide by 1 there (the select sits
             # in the denominator, so the step's factor multiplies a plain quotient).
@@ -227,12 +234,12 @@ def scale_by_rms(
             cd = _compute_dtype(g.dtype)
             b, e, c = scalars(cd)
             gc = g.astype(cd)
-            v = v.astype(cd) * b + (gc * gc) * (1 - b)
+            v = v.astype(cd) * b + _abs_sq(gc) * (1 - b)
             v_hat = v / c if bias_correction else v
             if centered:
                 m = m.astype(cd) * b + gc * (1 - b)
                 m_hat = m / c if bias_correction else m
-                v_hat = jnp.maximum(v_hat - m_hat * m_hat, 0.0)
+                v_hat = jnp.maximum(jnp.real(v_hat - _abs_sq(m_hat)), 0.0)
             denom = jnp.sqrt(v_hat + e) if eps_in_sqrt else jnp.sqrt(v_hat) + e
             u = (gc / denom).astype(g.dtype)
             return (u, v, m) if centered else (u, v)
@@ -270,6 +277,7 @@ def scale_by_adam(
     bias_correction: bool = True,
     nesterov: bool = False,
     mu_dtype: Any = None,
+    nu_dtype: Any = None,
 ) -> GradientTransformation:
     """Adam's direction: a moving average of g over the root of a moving average of g².
 
@@ -289,6 +297,9 @@ def scale_by_adam(
         document 001's Adam.
       nesterov: Dozat's Nesterov-accelerated Adam.
       mu_dtype: dtype of m (default: the parameter's dtype).
+      nu_dtype: dtype of v (default: the parameter's dtype). With float16
+        parameters, v = (1 − β₂)·g² underflows to 0 for small gradients and the
+        update m/(√0 + ε) overflows float16: pass ``nu_dtype=jnp.float32``.
 
     Returns:
       A :class:`~gradflow.GradientTransformation` with :class:`ScaleByAdamState`.
@@ -311,7 +322,7 @@ def scale_by_adam(
         return ScaleByAdamState(
             count=tree_lib.zero_count(),
             mu=tree_lib.zeros_like(params, mu_dtype),
-            nu=tree_lib.zeros_like(params),
+            nu=tree_lib.zeros_like(params, nu_dtype),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -334,7 +345,7 @@ def scale_by_adam(
             beta1, beta2, e, e_root, c1, c2, c1_next = scalars(cd)
             gc = g.astype(cd)
             m = m.astype(cd) * beta1 + gc * (1 - beta1)
-            v = v.astype(cd) * beta2 + (gc * gc) * (1 - beta2)
+            v = v.astype(cd) * beta2 + _abs_sq(gc) * (1 - beta2)
             if nesterov and bias_correction:
                 m_hat = m * beta1 / c1_next + gc * (1 - beta1) / c1
             elif nesterov:
@@ -363,7 +374,7 @@ class ScaleByAmsgradState(NamedTuple):
 
     count: jnp.ndarray  # int32 scalar: updates done so far
     mu: Any  # like params, in mu_dtype when given: m
-    nu: Any  # like params: v, the moving average of g²
+    nu: Any  # like params, in nu_dtype when given: v, the moving average of g²
     nu_max: Any  # like params: the running maximum of v (of v̂ with max_of_debiased=True)
 
 
@@ -375,6 +386,7 @@ def scale_by_amsgrad(
     *,
     eps_root: float = 0.0,
     mu_dtype: Any = None,
+    nu_dtype: Any = None,
     max_of_debiased: bool = False,
 ) -> GradientTransformation:
     """AMSGrad's direction: Adam with the running maximum of the second moment.
@@ -394,6 +406,9 @@ def scale_by_amsgrad(
       bias_correction: debias m, and v (after the maximum, unless ``max_of_debiased``).
       eps_root: ε_root ≥ 0, inside the root.
       mu_dtype: dtype of m (default: the parameter's dtype).
+      nu_dtype: dtype of v (default: the parameter's dtype). With float16
+        parameters, v = (1 − β₂)·g² underflows to 0 for small gradients and the
+        update m/(√0 + ε) overflows float16: pass ``nu_dtype=jnp.float32``.
       max_of_debiased: keep the maximum of the debiased second moment (optax's default).
 
     Returns:
@@ -418,8 +433,8 @@ def scale_by_amsgrad(
         return ScaleByAmsgradState(
             count=tree_lib.zero_count(),
             mu=tree_lib.zeros_like(params, mu_dtype),
-            nu=tree_lib.zeros_like(params),
-            nu_max=tree_lib.zeros_like(params),
+            nu=tree_lib.zeros_like(params, nu_dtype),
+            nu_max=tree_lib.zeros_like(params, nu_dtype),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -442,7 +457,7 @@ def scale_by_amsgrad(
             beta1, beta2, e, e_root, c1, c2 = scalars(cd)
             gc = g.astype(cd)
             m = m.astype(cd) * beta1 + gc * (1 - beta1)
-            v = v.astype(cd) * beta2 + (gc * gc) * (1 - beta2)
+            v = v.astype(cd) * beta2 + _abs_sq(gc) * (1 - beta2)
             if max_of_debiased:
                 v_max = jnp.maximum(v_max.astype(cd), v / c2)
                 v_hat = v_max

@@ -137,6 +137,21 @@ class AdaptiveGradClipState(NamedTuple):
     num_units_clipped: jnp.ndarray  # int32 scalar: units clipped in the last update
 
 
+def _checked(fn: str, init_fn, update_fn) -> GradientTransformation:
+    """The clipper ``fn`` with the shared input checks: float parameters, updates shaped like them."""
+
+    def init(params):
+        tree_lib.check_float_leaves(fn, params)
+        return init_fn(params)
+
+    def update(updates, state, params=None, **extra_args):
+        if params is not None:
+            tree_lib.check_same_structure(fn, updates, params)
+        return update_fn(updates, state, params, **extra_args)
+
+    return GradientTransformation(init, update)
+
+
 def _diag_init(cls, params, **extra):
     dt = stat_dtype(params)
     return cls(
@@ -192,7 +207,7 @@ def clip(max_delta: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> Gradi
         updates = jax.tree.map(lambda g: jnp.clip(g, -c, c).astype(g.dtype), updates)
         return updates, _diag_next(state, norm, clipped)
 
-    return GradientTransformation(init_fn, update_fn)
+    return _checked("clip", init_fn, update_fn)
 
 
 def clip_by_norm(max_norm: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> GradientTransformation:
@@ -237,7 +252,7 @@ def clip_by_norm(max_norm: hparams.ScalarOrSchedule, *, axis_name: Any = None) -
             state, norm, hits > 0, num_leaves_clipped=jnp.asarray(hits, jnp.int32)
         )
 
-    return GradientTransformation(init_fn, update_fn)
+    return _checked("clip_by_norm", init_fn, update_fn)
 
 
 def clip_by_global_norm(
@@ -290,7 +305,7 @@ def clip_by_global_norm(
             clipped = norm > c
         return times_factor(updates, factor), _diag_next(state, norm, clipped)
 
-    return GradientTransformation(init_fn, update_fn)
+    return _checked("clip_by_global_norm", init_fn, update_fn)
 
 
 def clip_by_block_rms(threshold: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> GradientTransformation:
@@ -334,7 +349,7 @@ def clip_by_block_rms(threshold: hparams.ScalarOrSchedule, *, axis_name: Any = N
             state, norm, hits > 0, num_leaves_clipped=jnp.asarray(hits, jnp.int32)
         )
 
-    return GradientTransformation(init_fn, update_fn)
+    return _checked("clip_by_block_rms", init_fn, update_fn)
 
 
 def _unit_axes(shape: tuple, axis: Any, pytorch_layout: bool) -> Any:
@@ -441,7 +456,7 @@ def adaptive_grad_clip(
             state, norm, n_hits > 0, num_units_clipped=jnp.asarray(n_hits, jnp.int32)
         )
 
-    return GradientTransformation(init_fn, update_fn)
+    return _checked("adaptive_grad_clip", init_fn, update_fn)
 
 
 # ---------------------------------------------------------------------------
@@ -555,7 +570,7 @@ def autoclip(
             history=history,
         )
 
-    return GradientTransformation(init_fn, update_fn)
+    return _checked("autoclip", init_fn, update_fn)
 
 
 class ZclipState(NamedTuple):
@@ -677,7 +692,7 @@ def zclip(
             warmup_norms=buf,
         )
 
-    return GradientTransformation(init_fn, update_fn)
+    return _checked("zclip", init_fn, update_fn)
 
 
 class AdagcState(NamedTuple):
@@ -761,6 +776,7 @@ def adagc(
         del params, extra_args
         dt = state.norm.dtype
         leaves, treedef = jax.tree.flatten(updates)
+        tree_lib.check_same_structure("adagc", updates, state.gamma, "per-leaf thresholds")
         gammas = treedef.flatten_up_to(state.gamma)
         sq = _square_sums(updates, dt, axis_name)
         norms = [jnp.sqrt(s) for s in sq]
@@ -791,7 +807,7 @@ def adagc(
             gamma=jax.tree.unflatten(treedef, new_gammas),
         )
 
-    return GradientTransformation(init_fn, update_fn)
+    return _checked("adagc", init_fn, update_fn)
 
 
 __all__ = [

@@ -213,7 +213,7 @@ def skip_spikes(
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         dt = state.norm.dtype
         norm = tree_lib.global_norm(updates, axis_name).astype(dt)
-        v = norm if value is None else jnp.asarray(value).astype(dt).reshape(())
+        v = norm if value is None else hparams.scalar_value("skip_spikes", value).astype(dt)
         finite = jnp.isfinite(v) & jnp.isfinite(norm)
 
         n = jnp.minimum(state.num_recorded, size)

@@ -143,3 +143,11 @@ def check_decay(fn: str, name: str, value: Any) -> None:
 def as_scalar(value: Any, dtype: Any) -> jnp.ndarray:
     """``value`` as a 0-d array of ``dtype`` (so multiplying keeps the update's dtype)."""
     return jnp.asarray(value, dtype=dtype)
+
+
+def scalar_value(fn: str, value: Any) -> jnp.ndarray:
+    """``value=`` (a loss) as a 0-d array; ``TypeError`` naming ``fn`` for any other shape."""
+    value = jnp.asarray(value)
+    if value.shape != ():
+        raise TypeError(f"{fn}: value must be a scalar loss, got shape {value.shape}")
+    return value

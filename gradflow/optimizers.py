@@ -205,6 +205,7 @@ def adam(
     bias_correction: bool = True,
     nesterov: bool = False,
     mu_dtype: Any = None,
+    nu_dtype: Any = None,
 ) -> GradientTransformation:
     """Adam: moving averages of g and g², with bias correction.
 
@@ -221,6 +222,8 @@ def adam(
       bias_correction: Kingma & Ba's bias correction.
       nesterov: NAdam (Dozat 2016) as optax writes it; needs β₁ > 0.
       mu_dtype: dtype of the first moment (default: the parameter's dtype).
+      nu_dtype: dtype of the second moment (default: the parameter's dtype);
+        ``jnp.float32`` keeps float16 models from underflowing it to 0.
 
     Returns:
       ``chain(scale_by_adam(...), scale_by_learning_rate(α))``.
@@ -238,7 +241,7 @@ def adam(
     _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)
     _check_nesterov(fn, nesterov, b1, "b1")
     return chain(
-        scale_by_adam(b1, b2, eps, eps_root, bias_correction, nesterov, mu_dtype),
+        scale_by_adam(b1, b2, eps, eps_root, bias_correction, nesterov, mu_dtype, nu_dtype),
         scale_by_learning_rate(learning_rate),
     )
 
@@ -252,6 +255,7 @@ def amsgrad(
     *,
     eps_root: float = 0.0,
     mu_dtype: Any = None,
+    nu_dtype: Any = None,
     max_of_debiased: bool = False,
 ) -> GradientTransformation:
     """AMSGrad: Adam whose second moment never decreases.
@@ -269,6 +273,8 @@ def amsgrad(
       bias_correction: debias m, and v after the maximum.
       eps_root: ε_root ≥ 0, inside the root.
       mu_dtype: dtype of the first moment.
+      nu_dtype: dtype of the second moment (default: the parameter's dtype);
+        ``jnp.float32`` keeps float16 models from underflowing it to 0.
       max_of_debiased: take the maximum of the debiased second moment (needs bias_correction).
 
     Returns:
@@ -289,7 +295,7 @@ def amsgrad(
         raise ValueError(f"{fn}: max_of_debiased=True needs bias_correction=True, got bias_correction=False")
     return chain(
         scale_by_amsgrad(
-            b1, b2, eps, bias_correction, eps_root=eps_root, mu_dtype=mu_dtype, max_of_debiased=max_of_debiased
+            b1, b2, eps, bias_correction, eps_root=eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, max_of_debiased=max_of_debiased
         ),
         scale_by_learning_rate(learning_rate),
     )
@@ -305,6 +311,7 @@ def adamw(
     *,
     eps_root: float = 0.0,
     mu_dtype: Any = None,
+    nu_dtype: Any = None,
 ) -> GradientTransformation:
     """AdamW: Adam with decoupled weight decay, scaled by the learning rate.
 
@@ -319,6 +326,8 @@ def adamw(
       mask: tree of bools like the params (or ``params -> tree``); ``False`` leaves are not decayed.
       eps_root: ε_root ≥ 0, inside the root.
       mu_dtype: dtype of the first moment.
+      nu_dtype: dtype of the second moment (default: the parameter's dtype);
+        ``jnp.float32`` keeps float16 models from underflowing it to 0.
 
     Returns:
       ``chain(scale_by_adam(...), add_decayed_weights(λ, mask), scale_by_learning_rate(α))``.
@@ -336,7 +345,7 @@ def adamw(
     _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)
     hparams.check_non_negative(fn, "weight_decay", weight_decay)
     return chain(
-        scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype),
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
         add_decayed_weights(weight_decay, mask),
         scale_by_learning_rate(learning_rate),
     )
@@ -413,6 +422,7 @@ def lamb(
     mask: Any = None,
     *,
     eps_root: float = 0.0,
+    nu_dtype: Any = None,
     axis_name: Any = None,
 ) -> GradientTransformation:
     """LAMB: Adam's direction plus decoupled decay, rescaled per leaf by a trust ratio.
@@ -428,6 +438,8 @@ def lamb(
       weight_decay: λ ≥ 0, or a schedule.
       mask: tree of bools (or ``params -> tree``); ``False`` leaves are not decayed.
       eps_root: ε_root ≥ 0, inside the root.
+      nu_dtype: dtype of the second moment (default: the parameter's dtype);
+        ``jnp.float32`` keeps float16 models from underflowing it to 0.
       axis_name: mesh axis (or axes) for the per-leaf norms. Inside shard_map,
         pass the mesh axis name the leaves are split over; under plain ``jit``
         leave it None.
@@ -447,7 +459,7 @@ def lamb(
     _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)
     hparams.check_non_negative(fn, "weight_decay", weight_decay)
     return chain(
-        scale_by_adam(b1, b2, eps, eps_root),
+        scale_by_adam(b1, b2, eps, eps_root, nu_dtype=nu_dtype),
         add_decayed_weights(weight_decay, mask),
         scale_by_trust_ratio(axis_name=axis_name),
         scale_by_learning_rate(learning_rate),

@@ -50,10 +50,7 @@ def _times(updates: Any, factor: jnp.ndarray) -> Any:
 def _loss(fn: str, extra_args: dict) -> jnp.ndarray:
     if "value" not in extra_args:
         raise TypeError(f"{fn}: update needs the loss as a keyword argument: update(..., value=loss)")
-    value = jnp.asarray(extra_args["value"])
-    if value.shape != ():
-        raise TypeError(f"{fn}: value must be a scalar loss, got shape {value.shape}")
-    return value.astype(_F32)
+    return hparams.scalar_value(fn, extra_args["value"]).astype(_F32)
 
 
 def _improves(value: jnp.ndarray, best: jnp.ndarray, rtol: float, atol: float) -> jnp.ndarray:

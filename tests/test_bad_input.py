@@ -116,13 +116,11 @@ def test_row_non_number_hyperparameter(call):
 
 
 CHAINED = {**catalog.OPTIMIZERS, **catalog.GUARDS}
-_CLIPPER_INIT = "the clippers' init does not check the parameters' dtypes (only chain's does)"
 
 
 @pytest.mark.parametrize(
     "name",
-    list(CHAINED)
-    + [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_CLIPPER_INIT)) for n in catalog.CLIPPERS],
+    list(CHAINED) + list(catalog.CLIPPERS),
 )
 @pytest.mark.parametrize("dtype", [jnp.int32, jnp.bool_])
 def test_row_integer_or_boolean_params(name, dtype):
@@ -132,9 +130,7 @@ def test_row_integer_or_boolean_params(name, dtype):
 
 
 # Transforms that keep per-leaf state: updates with another tree cannot be matched to it.
-PER_LEAF_STATE = [n for n in CHAINED if n not in ("sgd", "lars")] + [
-    pytest.param("adagc", marks=pytest.mark.xfail(strict=True, reason="adagc raises jax's ValueError 'Dict key mismatch' instead of TypeError"))
-]
+PER_LEAF_STATE = [n for n in CHAINED if n not in ("sgd", "lars")] + ["adagc"]
 
 
 @pytest.mark.parametrize("name", PER_LEAF_STATE)
@@ -146,16 +142,7 @@ def test_row_updates_tree_differs_from_state(name):
     assert "updates:" in str(info.value)  # both structures are shown
 
 
-_IGNORES_PARAMS = "clippers that do not read params never compare the updates' tree with them"
-UPDATES_VS_PARAMS = (
-    list(CHAINED)
-    + ["adaptive_grad_clip"]
-    + [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_IGNORES_PARAMS))
-        for n in catalog.CLIPPERS
-        if n != "adaptive_grad_clip"
-    ]
-)
+UPDATES_VS_PARAMS = list(CHAINED) + list(catalog.CLIPPERS)
 
 
 @pytest.mark.parametrize("name", UPDATES_VS_PARAMS)
@@ -226,7 +213,6 @@ def test_row_schedule_on_an_array_of_steps_is_fine():
     assert gf.hparams.value_at(gf.cosine_decay_schedule(0.1, 10), jnp.arange(4)).shape == (4,)
 
 
-_SKIP_SPIKES_VALUE = "skip_spikes reshapes value to (): shape (3,) fails inside jax without naming skip_spikes, and (1,) passes"
 
 
 @pytest.mark.parametrize(
@@ -234,11 +220,7 @@ _SKIP_SPIKES_VALUE = "skip_spikes reshapes value to (): shape (3,) fails inside 
     [
         (lambda: gf.reduce_on_plateau(), "reduce_on_plateau"),
         (lambda: gf.restart_on_loss(SCHED, patience=1), "restart_on_loss"),
-        pytest.param(
-            lambda: gf.skip_spikes(gf.sgd(0.1), window=4, min_samples=2),
-            "skip_spikes",
-            marks=pytest.mark.xfail(strict=True, reason=_SKIP_SPIKES_VALUE),
-        ),
+        (lambda: gf.skip_spikes(gf.sgd(0.1), window=4, min_samples=2), "skip_spikes"),
     ],
     ids=["reduce_on_plateau", "restart_on_loss", "skip_spikes"],
 )
