@@ -549,9 +549,12 @@ def scale_by_trust_ratio(
         tree_lib.check_same_structure(fn, updates, params)
         wd = hparams.value_at(weight_decay, state.count) if uses_decay else 0.0
 
-        def one(u, p):
-            p_norm = tree_lib.leaf_norm(p, axis_name)
-            u_norm = tree_lib.leaf_norm(u, axis_name)
+        u_leaves, treedef = jax.tree.flatten(updates)
+        p_leaves = treedef.flatten_up_to(params)
+        p_norms = [jnp.sqrt(t) for t in tree_lib.square_sums(p_leaves, axis_name)]
+        u_norms = [jnp.sqrt(t) for t in tree_lib.square_sums(u_leaves, axis_name)]
+
+        def one(u, p, p_norm, u_norm):
             nd = p_norm.dtype
             eta, e = hparams.as_scalar(trust_coefficient, nd), hparams.as_scalar(eps, nd)
             wd_s = hparams.as_scalar(wd, nd)
@@ -564,7 +567,7 @@ def scale_by_trust_ratio(
                 d = d + p.astype(cd) * wd_s.astype(cd)
             return (ratio.astype(cd) * d).astype(u.dtype)
 
-        new = jax.tree.map(one, updates, params)
+        new = jax.tree.unflatten(treedef, [one(*args) for args in zip(u_leaves, p_leaves, p_norms, u_norms)])
         return new, ScaleByTrustRatioState(count=tree_lib.safe_increment(state.count))
 
     return GradientTransformation(init_fn, update_fn)

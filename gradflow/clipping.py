@@ -76,7 +76,7 @@ def _bound_factor(norm: jnp.ndarray, bound: jnp.ndarray) -> jnp.ndarray:
 
 
 def _square_sums(updates: Any, dtype: Any, axis_name: Any = None) -> list:
-    return [jnp.square(tree_lib.leaf_norm(g, axis_name)).astype(dtype) for g in jax.tree.leaves(updates)]
+    return [t.astype(dtype) for t in tree_lib.square_sums(jax.tree.leaves(updates), axis_name)]
 
 
 def _any_across(flag: jnp.ndarray, axis_name: Any) -> jnp.ndarray:

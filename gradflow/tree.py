@@ -7,22 +7,89 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import AxisType
 
 INT32_MAX = np.iinfo(np.int32).max
 
 
-def _square_sum(x: jnp.ndarray) -> jnp.ndarray:
-    """Σ|x|² of one leaf, accumulated in at least float32."""
+# Leaves up to this many elements have their sums of squares formed together, by one
+# variadic reduce per (shape, dtype) group of up to _GROUP leaves. XLA compiles one
+# reduce kernel per reduce op, so a tree of 2000 small leaves compiles about 5x faster
+# this way (and runs faster); large leaves keep one reduce each, which vectorises better.
+# Leaves sharded over a mesh with automatic axes are never grouped: their shardings are
+# unknown while tracing, and one reduce over differently sharded operands would make
+# XLA gather them.
+_SMALL = 1 << 14
+_GROUP = 64
+
+
+def _group_key(x: Any) -> Any:
+    """The key small leaves are grouped by, or None when ``x`` must be reduced on its own."""
+    try:
+        sharding = jax.typeof(x).sharding
+        mesh = sharding.mesh
+    except (AttributeError, TypeError):
+        return (x.shape, jnp.dtype(x.dtype))
+    if not mesh.axis_names or all(t == AxisType.Manual for t in mesh.axis_types):
+        return (x.shape, jnp.dtype(x.dtype))  # one device, or per-shard values inside shard_map
+    if all(t == AxisType.Explicit for t in mesh.axis_types):
+        return (x.shape, jnp.dtype(x.dtype), sharding.spec)
+    return None
+
+
+def _abs_sq(x: jnp.ndarray) -> jnp.ndarray:
+    """|x|² elementwise, in at least float32 (float64 for float64 leaves), real for complex x."""
     acc = jnp.promote_types(jnp.real(x).dtype, jnp.float32)
     x = x.astype(jnp.promote_types(x.dtype, acc))
     if jnp.iscomplexobj(x):
-        return jnp.sum(jnp.real(x) ** 2 + jnp.imag(x) ** 2).astype(acc)
-    return jnp.sum(x * x)
+        return (jnp.real(x) ** 2 + jnp.imag(x) ** 2).astype(acc)
+    return x * x
+
+
+def _square_sum(x: jnp.ndarray) -> jnp.ndarray:
+    """Σ|x|² of one leaf, accumulated in at least float32."""
+    return jnp.sum(_abs_sq(x))
+
+
+def _grouped_sums(squares: list) -> list:
+    """Σ over all axes of each array in ``squares`` (same shape and dtype), as one variadic reduce."""
+    if len(squares) == 1:
+        return [jnp.sum(squares[0])]
+    zeros = tuple(jnp.zeros((), x.dtype) for x in squares)
+    add = lambda a, b: tuple(p + q for p, q in zip(a, b))  # noqa: E731
+    return list(jax.lax.reduce(tuple(squares), zeros, add, tuple(range(squares[0].ndim))))
 
 
 def _across(total: jnp.ndarray, axis_name: Any) -> jnp.ndarray:
     """Sum a per-shard partial sum over the ``shard_map`` mesh axes ``axis_name`` (if any)."""
     return total if axis_name is None else jax.lax.psum(total, axis_name)
+
+
+def square_sums(leaves: list, axis_name: Any = None) -> list:
+    """[Σ|x|² for x in leaves], each accumulated in at least float32.
+
+    Small leaves of one shape and dtype are reduced together (see ``_SMALL``):
+    no leaf is copied or concatenated, so shardings are kept. ``axis_name`` as in
+    :func:`global_norm` (one ``psum`` of the stacked sums).
+    """
+    out: list = [None] * len(leaves)
+    groups: dict = {}
+    for i, x in enumerate(leaves):
+        key = _group_key(x) if x.size <= _SMALL else None
+        if key is None:
+            out[i] = _square_sum(x)
+        else:
+            groups.setdefault(key, []).append(i)
+    for idx in groups.values():
+        for start in range(0, len(idx), _GROUP):
+            chunk = idx[start : start + _GROUP]
+            for i, total in zip(chunk, _grouped_sums([_abs_sq(leaves[i]) for i in chunk])):
+                out[i] = total
+    if axis_name is not None and out:
+        dtype = jnp.result_type(*out)
+        summed = jax.lax.psum(jnp.stack([t.astype(dtype) for t in out]), axis_name)
+        out = [summed[i].astype(t.dtype) for i, t in enumerate(out)]
+    return out
 
 
 def global_norm(tree: Any, axis_name: Any = None) -> jnp.ndarray:
@@ -39,7 +106,9 @@ def global_norm(tree: Any, axis_name: Any = None) -> jnp.ndarray:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros((), jnp.float32)
-    return jnp.sqrt(_across(sum(_square_sum(x) for x in leaves), axis_name))
+    sums = square_sums(leaves)
+    dtype = jnp.result_type(*sums)
+    return jnp.sqrt(_across(jnp.sum(jnp.stack([t.astype(dtype) for t in sums])), axis_name))
 
 
 def leaf_norm(x: jnp.ndarray, axis_name: Any = None) -> jnp.ndarray:

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices"
 
 SPECS = {
     "kernel": ((64, 24), P("d", None)),
+    "kernel_t": ((64, 24), P(None, "d")),  # same shape, other sharding: reduced in one group with kernel
     "proj": ((24, 32), P(None, "d")),
     "bias": ((32,), P("d")),
     "small": ((3,), P()),
