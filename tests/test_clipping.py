@@ -364,8 +364,6 @@ def test_clip_by_global_norm_sgd_equals_torch_recording():
 
 
 def test_clip_by_global_norm_adam_equals_torch_recording():
-    if not hasattr(gf, "adam"):
-        pytest.skip("gradflow.adam is not available yet")
     params, grads = _parity_problem()
     tx = gf.chain(gf.clip_by_global_norm(float(PARITY["max_norm"]), pytorch_eps=True), gf.adam(0.01))
     got = run_trajectory(tx, params, grads)

@@ -389,7 +389,6 @@ def test_bad_arguments_raise_at_build_time(build, prefix, value):
 
 
 def test_plot_schedule_writes_a_png(tmp_path):
-    pytest.importorskip("matplotlib")
     path = gf.plot_schedule(S.warmup_cosine_decay_schedule(0.0, 1.0, 10, 100), 120, str(tmp_path / "s.png"))
     data = pathlib.Path(path).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
