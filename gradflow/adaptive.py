@@ -71,6 +71,24 @@ def _per_dtype(make: Any) -> Any:
     return get
 
 
+def _adam_scalars(b1: Any, b2: Any, eps: Any, eps_root: Any, bias_correction: bool, count: jnp.ndarray) -> Any:
+    """Per computation dtype: (β₁, β₂, ε, ε_root, 1 − β₁ᵏ, 1 − β₂ᵏ, 1 − β₁ᵏ⁺¹) at step k = ``count``.
+
+    Each is formed in that dtype from the hyperparameter converted first, so a
+    plain and an injected build do the same arithmetic; the corrections are None
+    without bias correction.
+    """
+
+    def make(cd: Any) -> tuple:
+        args = tuple(hparams.as_scalar(x, cd) for x in (b1, b2, eps, eps_root))
+        if not bias_correction:
+            return args + (None, None, None)
+        k = count.astype(cd)
+        return args + (_bias_correction(b1, k), _bias_correction(b2, k), _bias_correction(b1, k + 1))
+
+    return _per_dtype(make)
+
+
 def _unzip(tree_of_tuples: Any, like: Any, n: int) -> tuple:
     """Split a tree whose leaves are n-tuples into n trees shaped like ``like``."""
     outer = jax.tree.structure(like)
@@ -330,15 +348,7 @@ def scale_by_adam(
         tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
 
-        def step_scalars(cd):
-            # β₁, β₂, ε, ε_root and the bias corrections, each formed in the computation dtype.
-            args = tuple(hparams.as_scalar(x, cd) for x in (b1, b2, eps, eps_root))
-            if not bias_correction:
-                return args + (None, None, None)
-            k = count.astype(cd)
-            return args + (_bias_correction(b1, k), _bias_correction(b2, k), _bias_correction(b1, k + 1))
-
-        scalars = _per_dtype(step_scalars)
+        scalars = _adam_scalars(b1, b2, eps, eps_root, bias_correction, count)
 
         def one(g, m, v):
             cd = _compute_dtype(g.dtype)
@@ -442,19 +452,11 @@ def scale_by_amsgrad(
         tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
 
-        def step_scalars(cd):
-            # β₁, β₂, ε, ε_root and the bias corrections, each formed in the computation dtype.
-            args = tuple(hparams.as_scalar(x, cd) for x in (b1, b2, eps, eps_root))
-            if not bias_correction:
-                return args + (None, None)
-            k = count.astype(cd)
-            return args + (_bias_correction(b1, k), _bias_correction(b2, k))
-
-        scalars = _per_dtype(step_scalars)
+        scalars = _adam_scalars(b1, b2, eps, eps_root, bias_correction, count)
 
         def one(g, m, v, v_max):
             cd = _compute_dtype(g.dtype)
-            beta1, beta2, e, e_root, c1, c2 = scalars(cd)
+            beta1, beta2, e, e_root, c1, c2, _ = scalars(cd)
             gc = g.astype(cd)
             m = m.astype(cd) * beta1 + gc * (1 - beta1)
             v = v.astype(cd) * beta2 + _abs_sq(gc) * (1 - beta2)
