@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from gradflow import tree as tree_lib
 
@@ -21,23 +22,22 @@ Updates = Any
 State = Any
 
 
-class GradientTransformation(NamedTuple):
-    """A pure pair of functions.
+# gradflow's transform type *is* optax's: every gradflow transform passes
+# ``isinstance(tx, optax.GradientTransformation)``, and ``optax.chain``,
+# ``optax.MultiSteps``, ``optax.masked``, flax's ``TrainState`` and ``nnx.Optimizer``
+# hand it the extra keyword arguments (``value=loss``) with no wrapping.
+GradientTransformation = optax.GradientTransformationExtraArgs
+"""A pure pair ``(init, update)``: optax's ``GradientTransformationExtraArgs``.
 
-    Attributes:
-      init: ``init(params) -> state``; uses only the shapes and dtypes of
-        ``params`` (so it runs under ``jax.eval_shape``).
-      update: ``update(updates, state, params=None, **extra_args) -> (updates, state)``.
-        Each transform reads the extra keyword arguments it knows (for example
-        ``value=loss``) and ignores the others.
-    """
+  init: ``init(params) -> state``; uses only the shapes and dtypes of ``params``
+    (so it runs under ``jax.eval_shape``).
+  update: ``update(updates, state, params=None, **extra_args) -> (updates, state)``.
+    Each transform reads the extra keyword arguments it knows (for example
+    ``value=loss``) and ignores the others.
+"""
 
-    init: Callable[[Params], State]
-    update: Callable[..., tuple[Updates, State]]
-
-
-class EmptyState(NamedTuple):
-    """The state of a stateless transform."""
+EmptyState = optax.EmptyState
+"""The state of a stateless transform (optax's ``EmptyState``)."""
 
 
 def _extra_args_filter(update: Callable) -> Callable[[dict], dict]:

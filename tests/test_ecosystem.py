@@ -71,23 +71,50 @@ def test_multisteps_accumulates_then_steps_with_the_mean(name):
 
 
 def test_multisteps_passes_the_loss_to_gradflow_loss_driven_transforms():
-    """MultiSteps hands extra args (value=loss) on, once the transform is marked as taking them.
+    """MultiSteps hands extra args (value=loss) to a gradflow transform with no wrapping.
 
-    optax drops extra args for a transform that is not an ``optax.GradientTransformationExtraArgs``;
-    ``optax.GradientTransformationExtraArgs(*tx)`` marks a gradflow transform as one.
+    gradflow's transform type is ``optax.GradientTransformationExtraArgs``, so optax forwards them.
     """
     inner = gf.chain(gf.sgd(0.1), gf.reduce_on_plateau(0.5, patience=0))
-    tx = optax.MultiSteps(optax.GradientTransformationExtraArgs(*inner), every_k_schedule=2)
+    tx = optax.MultiSteps(inner, every_k_schedule=2)
     params = _params()
     state = tx.init(params)
     for g in _grads(8):
         _, state = jax.jit(tx.update)(g, state, params, value=jnp.float32(1.0))
     # A constant loss never improves after the first evaluation: 4 real steps -> 3 reductions.
     np.testing.assert_allclose(float(state.inner_opt_state[1].scale), 0.5**3)
-    # Unmarked, the loss never arrives, and the loss-driven transform says so.
-    plain = optax.MultiSteps(inner, every_k_schedule=2)
-    with pytest.raises(TypeError, match="value=loss"):
-        plain.update(_grads(1)[0], plain.init(params), params, value=jnp.float32(1.0))
+
+
+def test_gradflow_transforms_are_optax_transforms():
+    for name in catalog.OPTIMIZERS:
+        tx = catalog.OPTIMIZERS[name]()
+        assert isinstance(tx, optax.GradientTransformation), name
+        assert isinstance(tx, optax.GradientTransformationExtraArgs), name
+    assert isinstance(gf.identity().init({}), optax.EmptyState)
+    assert gf.EmptyState is optax.EmptyState
+
+
+def test_optax_chain_passes_the_loss_to_skip_spikes():
+    """Inside optax.chain, skip_spikes watches the loss it is given (a 1e6 loss spike is skipped)."""
+    tx = optax.chain(gf.skip_spikes(gf.sgd(0.1), min_samples=4, window=8))
+    params = _params()
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    g = jax.tree.map(jnp.ones_like, params)
+    for i in range(8):
+        _, state = step(g, state, params, value=jnp.float32(1.0 + 0.01 * (i % 3)))
+    updates, state = step(g, state, params, value=jnp.float32(1e6))
+    assert bool(state[0].skipped)
+    assert all(float(jnp.max(jnp.abs(u))) == 0.0 for u in jax.tree.leaves(updates))
+
+
+def test_optax_chain_passes_the_loss_to_reduce_on_plateau():
+    tx = optax.chain(gf.sgd(0.1), gf.reduce_on_plateau(0.5, patience=0))
+    params = _params()
+    state = tx.init(params)
+    for g in _grads(4):
+        _, state = jax.jit(tx.update)(g, state, params, value=jnp.float32(1.0))
+    np.testing.assert_allclose(float(state[1].scale), 0.5**3)
 
 
 # --------------------------------------------------------------------------------------------
