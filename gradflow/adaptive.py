@@ -152,7 +152,7 @@ def scale_by_rss(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        tree_lib.check_same_structure(fn, updates, state.sum_of_squares, "accumulator")
+        tree_lib.check_same_shapes(fn, updates, state.sum_of_squares, "accumulator")
 
         def one(g, s):
             cd = _compute_dtype(g.dtype)
@@ -237,7 +237,7 @@ def scale_by_rms(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
+        tree_lib.check_same_shapes(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
         # Per computation dtype: β, 1 − β and (with bias correction) 1 − βᵏ, all formed in that dtype.
         scalars = _per_dtype(
@@ -345,7 +345,7 @@ def scale_by_adam(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
+        tree_lib.check_same_shapes(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
 
         scalars = _adam_scalars(b1, b2, eps, eps_root, bias_correction, count)
@@ -449,7 +449,7 @@ def scale_by_amsgrad(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
+        tree_lib.check_same_shapes(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
 
         scalars = _adam_scalars(b1, b2, eps, eps_root, bias_correction, count)
@@ -548,7 +548,7 @@ def scale_by_trust_ratio(
         del extra_args
         if params is None:
             raise ValueError(f"{fn}: update needs params (pass params=...)")
-        tree_lib.check_same_structure(fn, updates, params)
+        tree_lib.check_same_shapes(fn, updates, params)
         wd = hparams.value_at(weight_decay, state.count) if uses_decay else 0.0
 
         u_leaves, treedef = jax.tree.flatten(updates)

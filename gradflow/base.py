@@ -86,7 +86,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         if params is not None:
-            tree_lib.check_same_structure("chain", updates, params)
+            tree_lib.check_same_shapes("chain", updates, params)
         if len(state) != len(updates_fns):
             raise TypeError(
                 f"chain: state has {len(state)} entries but the chain has {len(updates_fns)} transforms"
@@ -137,7 +137,7 @@ def apply_updates(params: Params, updates: Updates) -> Params:
     Raises:
       TypeError: if the two trees differ in structure.
     """
-    tree_lib.check_same_structure("apply_updates", updates, params)
+    tree_lib.check_same_shapes("apply_updates", updates, params)
     return jax.tree.map(
         lambda p, u: jnp.asarray(p + u).astype(jnp.result_type(p)), params, updates
     )

@@ -146,7 +146,7 @@ def _checked(fn: str, init_fn, update_fn) -> GradientTransformation:
 
     def update(updates, state, params=None, **extra_args):
         if params is not None:
-            tree_lib.check_same_structure(fn, updates, params)
+            tree_lib.check_same_shapes(fn, updates, params)
         return update_fn(updates, state, params, **extra_args)
 
     return GradientTransformation(init, update)
@@ -435,7 +435,7 @@ def adaptive_grad_clip(
         del extra_args
         if params is None:
             raise ValueError("adaptive_grad_clip: update needs params (pass params=...)")
-        tree_lib.check_same_structure("adaptive_grad_clip", updates, params)
+        tree_lib.check_same_shapes("adaptive_grad_clip", updates, params)
         dt = state.norm.dtype
         lam = hparams.value_at(clipping, state.count)
         g_leaves, treedef = jax.tree.flatten(updates)
@@ -720,7 +720,8 @@ def adagc(
     Warm-up (the first ``warmup_steps`` steps with a finite norm): global clipping,
 
       h_t = min(1, λ_abs/‖g_t‖₂);  ĝ_{t,i} = h_t·g_{t,i};
-      γ_i = ‖ĝ_{t,i}‖ at the first step, then γ_i ← min(γ_i, ‖ĝ_{t,i}‖).
+      γ_i = ‖ĝ_{t,i}‖ at the first step, then γ_i ← min(γ_i, ‖ĝ_{t,i}‖), where a
+      zero norm is skipped (it replaces γ_i only while γ_i is still 0).
 
     Afterwards, per leaf i:
 
@@ -790,7 +791,12 @@ def adagc(
             bound = lambda_rel * gam
             h = jnp.where(warm, h_abs, _bound_factor(n, bound))
             clipped_norm = h * n
-            warm_gamma = jnp.where(first, clipped_norm, jnp.minimum(gam, clipped_norm))
+            # γ_i is the minimum of the leaf's non-zero clipped norms in warm-up: a single
+            # zero gradient (an expert that got no tokens) must not pin it at 0 for ever.
+            seen = (~first) & (gam > 0)
+            warm_gamma = jnp.where(
+                seen, jnp.where(clipped_norm > 0, jnp.minimum(gam, clipped_norm), gam), clipped_norm
+            )
             ema_gamma = beta * gam + (1 - beta) * clipped_norm
             new_gamma = jnp.where(warm, warm_gamma, ema_gamma)
             new.append((g * h).astype(g.dtype))

@@ -131,7 +131,7 @@ def trace(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        tree_lib.check_same_structure("trace", updates, state.trace, "momentum buffer")
+        tree_lib.check_same_shapes("trace", updates, state.trace, "momentum buffer")
         # b starts at zero, so the first step's μ·b vanishes; only g's factor differs.
         # 1 − d is formed in the gradient's dtype, from d in that dtype.
         damped = d_num is None or d_num != 0.0
@@ -182,7 +182,7 @@ def add_decayed_weights(
         del extra_args
         if params is None:
             raise ValueError("add_decayed_weights: update needs params (pass params=...)")
-        tree_lib.check_same_structure("add_decayed_weights", updates, params)
+        tree_lib.check_same_shapes("add_decayed_weights", updates, params)
         wd = hparams.value_at(weight_decay, state.count, "add_decayed_weights", "weight_decay")
         decay = lambda g, p: (g + p * hparams.as_scalar(wd, p.dtype)).astype(g.dtype)  # noqa: E731
         if mask is None:

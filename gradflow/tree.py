@@ -150,6 +150,31 @@ def check_same_structure(fn: str, updates: Any, reference: Any, what: str = "par
         )
 
 
+def leaf_shape(x: Any) -> tuple:
+    """The shape of a leaf: an array's (or ``jax.ShapeDtypeStruct``'s) ``shape``, () for a Python number."""
+    return tuple(x.shape) if hasattr(x, "shape") else tuple(jnp.shape(x))
+
+
+def check_same_shapes(fn: str, updates: Any, reference: Any, what: str = "params") -> None:
+    """Raise unless ``updates`` and ``reference`` have the same tree and the same leaf shapes.
+
+    A tree that differs raises ``TypeError`` (as :func:`check_same_structure`); a
+    leaf whose shape differs raises ``ValueError`` naming the leaf and both shapes
+    (a ``(3, 1)`` gradient for a ``(3,)`` parameter would otherwise broadcast).
+    Shapes are static, so under ``jax.jit`` this runs once, when the step is traced,
+    and costs nothing at run time.
+    """
+    check_same_structure(fn, updates, reference, what)
+    refs = jax.tree.leaves(reference)
+    for (path, u), r in zip(jax.tree_util.tree_leaves_with_path(updates), refs):
+        a, b = leaf_shape(u), leaf_shape(r)
+        if a != b:
+            raise ValueError(
+                f"{fn}: updates leaf {jax.tree_util.keystr(path) or '<root>'} has shape {a} "
+                f"but the {what}' leaf has shape {b}"
+            )
+
+
 def check_float_leaves(fn: str, tree: Any, what: str = "params") -> None:
     """Raise ``TypeError`` naming the first leaf of ``tree`` that is not floating or complex."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(tree):

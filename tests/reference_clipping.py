@@ -168,7 +168,7 @@ def adagc(grads: list[dict], lambda_abs: float = 1.0, lambda_rel: float = 1.05, 
     """Wang et al. 2025 (AdaGC, Algorithm 1).
 
     t < T_start: h_t = min(1, λ_abs/‖g_t‖) for all tensors; γ_i = min(γ_i, ‖ĝ_{t,i}‖)
-    (γ_i = ‖ĝ_{1,i}‖ at the first step). Afterwards h_{t,i} = min(1, λ_rel·γ_i/‖g_{t,i}‖);
+    over the non-zero norms (γ_i = ‖ĝ_{1,i}‖ at the first step, and while γ_i is 0). Afterwards h_{t,i} = min(1, λ_rel·γ_i/‖g_{t,i}‖);
     ĝ_{t,i} = h_{t,i}·g_{t,i}; γ_i ← β·γ_i + (1−β)·‖ĝ_{t,i}‖.
     """
     gamma: dict = {}
@@ -182,7 +182,10 @@ def adagc(grads: list[dict], lambda_abs: float = 1.0, lambda_rel: float = 1.05, 
             for k, v in g.items():
                 new[k] = v * h
                 gn = float(np.sqrt(np.sum(new[k] ** 2)))
-                gamma[k] = gn if t == 0 else min(gamma[k], gn)
+                if t == 0 or gamma[k] == 0:
+                    gamma[k] = gn
+                elif gn > 0:  # a zero norm (no gradient for this tensor this step) is skipped
+                    gamma[k] = min(gamma[k], gn)
                 bounds[k] = float(np.sqrt(np.sum(v**2))) * h if h < 1 else None
         else:
             for k, v in g.items():

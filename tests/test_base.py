@@ -100,3 +100,62 @@ def test_integer_or_boolean_params_are_refused_naming_the_leaf(bad):
     params = {"layer": {"kernel": jnp.ones(3), "bias": bad}}
     with pytest.raises(TypeError, match=r"\['layer'\]\['bias'\].*floating"):
         gf.sgd(0.1).init(params)
+
+
+# Leaf shapes (issue 13, item 1): a (3, 1) gradient for a (3,) parameter must not broadcast.
+SHAPE_PARAMS = {"w": jnp.ones((3,), jnp.float32), "b": jnp.ones((2,), jnp.float32)}
+SHAPE_GRADS = {"w": jnp.ones((3, 1), jnp.float32), "b": jnp.ones((2,), jnp.float32)}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: gf.sgd(0.1),
+        lambda: gf.sgd(0.1, momentum=0.9),
+        lambda: gf.adam(1e-3),
+        lambda: gf.adamw(1e-3),
+        lambda: gf.lamb(1e-3),
+        lambda: gf.clip_by_global_norm(1.0),
+        lambda: gf.zclip(),
+        lambda: gf.adagc(),
+        lambda: gf.apply_if_finite(gf.adam(1e-3), 3),
+        lambda: gf.skip_spikes(gf.adam(1e-3)),
+    ],
+)
+def test_update_refuses_a_leaf_of_another_shape_naming_it(make):
+    tx = make()
+    state = tx.init(SHAPE_PARAMS)
+    with pytest.raises(ValueError, match=r"\['w'\] has shape \(3, 1\).*\(3,\)"):
+        jax.jit(tx.update)(SHAPE_GRADS, state, SHAPE_PARAMS)
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: gf.scale_by_adam(), lambda: gf.scale_by_rms(), lambda: gf.scale_by_rss(), lambda: gf.trace(0.9)]
+)
+def test_per_leaf_blocks_refuse_a_leaf_shaped_unlike_their_state(make):
+    tx = make()
+    state = tx.init(SHAPE_PARAMS)
+    with pytest.raises(ValueError, match=r"\['w'\] has shape \(3, 1\)"):
+        tx.update(SHAPE_GRADS, state)  # no params: the state's shapes are the reference
+
+
+def test_apply_updates_refuses_a_leaf_of_another_shape():
+    with pytest.raises(ValueError, match=r"apply_updates: updates leaf \['w'\] has shape \(3, 1\).*\(3,\)"):
+        gf.apply_updates(SHAPE_PARAMS, SHAPE_GRADS)
+
+
+def test_shape_check_costs_nothing_at_run_time():
+    # The check is Python at trace time: the compiled step is the same program with and without it.
+    tx = gf.adam(1e-3)
+    state = tx.init(SHAPE_PARAMS)
+    grads = jax.tree.map(jnp.ones_like, SHAPE_PARAMS)
+    with_check = jax.jit(tx.update).lower(grads, state, SHAPE_PARAMS).as_text()
+    import gradflow.tree as tree_lib
+
+    saved = tree_lib.check_same_shapes
+    tree_lib.check_same_shapes = tree_lib.check_same_structure
+    try:
+        without = jax.jit(tx.update).lower(grads, state, SHAPE_PARAMS).as_text()
+    finally:
+        tree_lib.check_same_shapes = saved
+    assert with_check == without

@@ -510,3 +510,31 @@ def test_structure_mismatch_raises_type_error():
     p = {"a": jnp.zeros(2)}
     with pytest.raises(TypeError, match="adaptive_grad_clip"):
         tx.update({"b": jnp.zeros(2)}, tx.init(p), p)
+
+
+def test_adagc_one_zero_gradient_in_warmup_does_not_zero_gamma():
+    # Issue 13, item 2: a leaf with no gradient for one warm-up step (an MoE expert that got
+    # no tokens) keeps learning afterwards; only a gradient zero throughout warm-up gives γ = 0.
+    tx = gf.adagc(lambda_abs=10.0, warmup_steps=3)
+    params = {"a": jnp.zeros(2), "b": jnp.zeros(2)}
+    state = tx.init(params)
+    g = {"a": jnp.array([0.3, 0.4]), "b": jnp.array([0.6, 0.8])}
+    zero_b = {"a": g["a"], "b": jnp.zeros(2)}
+    for grads in (g, zero_b, g, g):
+        out, state = tx.update(grads, state, params)
+    assert float(state.gamma["b"]) > 0.9  # min of the non-zero norms (1.0), then the EMA
+    assert float(jnp.linalg.norm(out["b"])) > 0.9
+    never = {"a": g["a"], "b": jnp.zeros(2)}
+    state = tx.init(params)
+    for grads in (never, never, never):
+        _, state = tx.update(grads, state, params)
+    assert float(state.gamma["b"]) == 0.0  # zero throughout warm-up: the paper's γ = 0
+
+
+def test_adagc_zero_gradient_at_the_first_step_is_replaced_later():
+    tx = gf.adagc(lambda_abs=10.0, warmup_steps=3)
+    params = {"b": jnp.zeros(2)}
+    state = tx.init(params)
+    for grads in ({"b": jnp.zeros(2)}, {"b": jnp.array([0.6, 0.8])}, {"b": jnp.array([1.2, 1.6])}):
+        _, state = tx.update(grads, state, params)
+    np.testing.assert_allclose(float(state.gamma["b"]), 1.0, rtol=1e-6)
