@@ -26,6 +26,37 @@ class InjectHyperparamsState(NamedTuple):
 
 _VAR_KINDS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
+# One state type per configuration of an injected factory (the factory and its fixed
+# arguments), so that set_hyperparams can check a new value by the factory's own rules.
+# The subclass keeps the name InjectHyperparamsState and is a NamedTuple like it; two
+# builds with the same configuration share it, so their states have the same tree.
+_STATE_TYPES: dict = {}
+
+
+def _state_type(key: Any, check: Callable[[dict], None], scheduled: frozenset) -> type:
+    """The :class:`InjectHyperparamsState` subclass carrying ``check`` and the scheduled names."""
+    if key is not None and key in _STATE_TYPES:
+        return _STATE_TYPES[key]
+    cls = type(
+        "InjectHyperparamsState",
+        (InjectHyperparamsState,),
+        {"__slots__": (), "__module__": __name__, "_check": staticmethod(check), "_scheduled": scheduled},
+    )
+    if key is not None:
+        _STATE_TYPES[key] = cls
+    return cls
+
+
+def _config_key(factory: Any, arguments: dict, numeric: set, scheduled: set, hyperparam_dtype: Any) -> Any:
+    """A hashable key for the factory, which names are injected, and its other arguments (None if unhashable)."""
+    fixed = tuple((k, v) for k, v in arguments.items() if k not in numeric and k not in scheduled)
+    key = (factory, hyperparam_dtype, tuple(sorted(numeric)), tuple(sorted(scheduled)), fixed)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
 
 def _is_float_hyperparam(value: Any, default: Any) -> bool:
     """A float (Python, NumPy or JAX floating scalar), or an int where the factory's default is a float."""
@@ -141,6 +172,16 @@ def inject_hyperparams(
         # Build once with the values as given: the factory refuses bad ones now.
         factory(*bound.args, **bound.kwargs)
 
+        def check(values: dict) -> None:
+            """Build the factory with ``values`` (Python numbers): its build-time checks run."""
+            arguments = dict(bound.arguments)
+            arguments.update(values)
+            call = inspect.BoundArguments(sig, arguments)
+            factory(*call.args, **call.kwargs)
+
+        key = _config_key(factory, bound.arguments, set(numeric), set(scheduled), hyperparam_dtype)
+        state_type = _state_type(key, check, frozenset(scheduled))
+
         def build(values: dict) -> GradientTransformation:
             arguments = dict(bound.arguments)
             arguments.update(values)
@@ -169,7 +210,7 @@ def inject_hyperparams(
             hp = {k: jnp.asarray(v, dtype_for(k, v, params)) for k, v in numeric.items()}
             dtypes = {k: dtype_for(k, None, params) for k in scheduled}
             hp.update(values_at(count, dtypes))
-            return InjectHyperparamsState(count=count, hyperparams=hp, inner_state=build(hp).init(params))
+            return state_type(count=count, hyperparams=hp, inner_state=build(hp).init(params))
 
         def update_fn(updates, state, params=None, **extra_args):
             stored = state.hyperparams
@@ -182,7 +223,7 @@ def inject_hyperparams(
             count = tree_lib.safe_increment(state.count)
             new_hp = {k: hp[k] for k in numeric}
             new_hp.update(values_at(count, dtypes))
-            return updates, InjectHyperparamsState(count=count, hyperparams=new_hp, inner_state=inner_state)
+            return updates, state_type(count=count, hyperparams=new_hp, inner_state=inner_state)
 
         return GradientTransformation(init_fn, update_fn)
 
@@ -225,18 +266,45 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     """A copy of ``state`` whose injected hyperparameters take ``values`` from the next update on.
 
     Each value is cast to the dtype already stored, so the state's structure
-    and dtypes do not change and a jitted step does not compile again. A
-    scheduled hyperparameter is recomputed from the step count at every update,
-    so setting it has no lasting effect.
+    and dtypes do not change and a jitted step does not compile again.
+
+    Each value is checked here, by the rules (and with the messages) the
+    factory applies when it is built: ``set_hyperparams(state, b2=1.0)`` on an
+    injected ``adam`` raises ``ValueError`` (``adam: b2 must be in [0, 1), got
+    1.0``) instead of giving NaN updates under ``jit``. A value traced inside
+    ``jit`` cannot be checked and is stored as it is.
 
     Raises:
-      ValueError: a name that no injected state holds.
+      ValueError: a name that no injected state holds; a value that is not a
+        scalar (an array would become a per-coordinate hyperparameter); a
+        hyperparameter given as a schedule (the schedule sets it at every update,
+        so a set value would be ignored); a value the factory refuses.
     """
     found = _inject_states(state)
     names = {k for s in found for k in s.hyperparams}
     unknown = set(values) - names
     if unknown:
         raise ValueError(f"set_hyperparams: no injected hyperparameter named {sorted(unknown)}; have {sorted(names)}")
+    for k, v in values.items():
+        if isinstance(v, (bool, np.bool_)) or np.ndim(v) != 0:
+            raise ValueError(f"set_hyperparams: {k} must be a scalar number, got {v!r}")
+    for s in found:
+        mine = {k: v for k, v in values.items() if k in s.hyperparams}
+        scheduled = sorted(set(mine) & getattr(type(s), "_scheduled", frozenset()))
+        if scheduled:
+            raise ValueError(
+                f"set_hyperparams: {scheduled} follow a schedule, which sets them at every update; "
+                "build the transform with a number to set them"
+            )
+        check = getattr(type(s), "_check", None)
+        if check is not None and mine:
+            current = {k: v for k, v in s.hyperparams.items() if not isinstance(v, jax.core.Tracer)}
+            current = {k: float(v) if np.ndim(v) == 0 else v for k, v in current.items()}
+            current.update(mine)
+            try:
+                check(current)
+            except ValueError as e:
+                raise ValueError(f"set_hyperparams: {e}") from None
 
     def replace(x):
         if not _is_inject_state(x):

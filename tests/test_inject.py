@@ -408,3 +408,47 @@ def test_trust_ratio_axis_name_inside_shard_map(factory):
     # The axis name reaches the norms: outside shard_map it is unbound.
     with pytest.raises(NameError):
         sharded_tx.update(grads[0], sharded_tx.init(params), params)
+
+
+# set_hyperparams checks what it sets (issue 13, item 3).
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (dict(b2=1.0), r"set_hyperparams: adam: b2 must be in \[0, 1\), got 1.0"),
+        (dict(learning_rate=-0.1), r"set_hyperparams: adam: learning_rate must be a finite number >= 0, got -0.1"),
+        (dict(eps=float("nan")), r"set_hyperparams: adam: eps must not be NaN"),
+        (dict(b1=np.array([0.9, 0.5, 0.0])), r"set_hyperparams: b1 must be a scalar number"),
+        (dict(b1=True), r"set_hyperparams: b1 must be a scalar number, got True"),
+    ],
+)
+def test_set_hyperparams_refuses_what_the_factory_refuses(values, message):
+    state = gf.inject_hyperparams(gf.adam)(0.1).init({"w": jnp.ones(3)})
+    with pytest.raises(ValueError, match=message):
+        gf.set_hyperparams(state, **values)
+
+
+def test_set_hyperparams_uses_the_other_arguments_of_the_build():
+    state = gf.inject_hyperparams(gf.sgd)(0.1, momentum=0.9, nesterov=True).init({"w": jnp.ones(3)})
+    with pytest.raises(ValueError, match="set_hyperparams: sgd: nesterov=True needs momentum > 0"):
+        gf.set_hyperparams(state, momentum=0.0)
+    assert float(gf.set_hyperparams(state, momentum=0.5).hyperparams["momentum"]) == 0.5
+
+
+def test_set_hyperparams_refuses_a_scheduled_hyperparameter():
+    tx = gf.inject_hyperparams(gf.adam)(gf.linear_schedule(0.1, 0.0, 10))
+    state = tx.init({"w": jnp.ones(3)})
+    with pytest.raises(ValueError, match=r"set_hyperparams: \['learning_rate'\] follow a schedule"):
+        gf.set_hyperparams(state, learning_rate=0.3)
+    assert float(gf.set_hyperparams(state, b1=0.5).hyperparams["b1"]) == 0.5  # the numbers still can be set
+
+
+def test_set_hyperparams_checks_inside_a_chain_and_keeps_the_tree():
+    params = {"w": jnp.ones(3)}
+    tx = gf.chain(gf.clip_by_global_norm(1.0), gf.inject_hyperparams(gf.rmsprop)(0.1))
+    state = tx.init(params)
+    with pytest.raises(ValueError, match=r"set_hyperparams: rmsprop: decay must be in \[0, 1\)"):
+        gf.set_hyperparams(state, decay=1.0)
+    again = gf.inject_hyperparams(gf.rmsprop)(0.2)
+    assert jax.tree.structure(again.init(params)) == jax.tree.structure(state[1])
+    new = gf.set_hyperparams(state, decay=0.5)
+    assert jax.tree.structure(new) == jax.tree.structure(state)
