@@ -12,6 +12,7 @@ from gradflow import hparams
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation, _extra_args_filter, identity
 from gradflow.clipping import stat_dtype
+from gradflow.inject import InjectHyperparamsState
 
 
 class MonitorState(NamedTuple):
@@ -25,8 +26,13 @@ class MonitorState(NamedTuple):
     learning_rate: Any  # float scalar: α of the last step, or None when unknown
 
 
-def _find_learning_rate(state: Any) -> Any:
-    """The ``learning_rate`` of the first ``inject_hyperparams``-style state in ``state``, or None."""
+def _find_learning_rate(state: Any, before: Any = None) -> Any:
+    """The ``learning_rate`` of the first ``inject_hyperparams``-style state in ``state``, or None.
+
+    optax's injected state holds the value its last update used; gradflow's holds
+    the value its *next* update uses, so for gradflow's the value is read from
+    ``before`` (the state the update started from) when it is given.
+    """
     found = []
 
     def visit(node):
@@ -34,7 +40,7 @@ def _find_learning_rate(state: Any) -> Any:
             return
         hp = getattr(node, "hyperparams", None)
         if isinstance(hp, dict) and "learning_rate" in hp:
-            found.append(hp["learning_rate"])
+            found.append(node)
             return
         if isinstance(node, (tuple, list)):
             for child in node:
@@ -44,7 +50,11 @@ def _find_learning_rate(state: Any) -> Any:
                 visit(child)
 
     visit(state)
-    return found[0] if found else None
+    if not found:
+        return None
+    if before is not None and isinstance(found[0], InjectHyperparamsState):
+        return _find_learning_rate(before)
+    return found[0].hyperparams["learning_rate"]
 
 
 def monitor(
@@ -65,8 +75,8 @@ def monitor(
     The learning rate recorded is α_t = ``learning_rate`` at the monitor's step
     count t (0 first, the convention of :func:`gradflow.scale_by_schedule`) when
     ``learning_rate`` is given (pass the same number or schedule the optimizer
-    uses); otherwise the ``learning_rate`` found in an ``optax.inject_hyperparams``
-    state inside ``inner``; otherwise nothing (the field is None). ‖u‖/(α‖g‖) is
+    uses); otherwise the ``learning_rate`` the step used, read from an
+    ``inject_hyperparams`` state (gradflow's or optax's) inside ``inner``; otherwise nothing (the field is None). ‖u‖/(α‖g‖) is
     then the effective step multiplier of the optimizer.
 
     Args:
@@ -85,10 +95,10 @@ def monitor(
     inner = identity() if inner is None else inner
     keep = _extra_args_filter(inner.update)
 
-    def lr_at(count, inner_state, dt):
+    def lr_at(count, inner_state, dt, before=None):
         if learning_rate is not None:
             return jnp.asarray(hparams.value_at(learning_rate, count), dt)
-        found = _find_learning_rate(inner_state)
+        found = _find_learning_rate(inner_state, before)
         return None if found is None else jnp.asarray(found).astype(dt)
 
     def init_fn(params):
@@ -106,7 +116,7 @@ def monitor(
         param_norm = (
             jnp.asarray(jnp.nan, dt) if params is None else tree_lib.global_norm(params, axis_name).astype(dt)
         )
-        lr = lr_at(state.count, inner_state, dt)
+        lr = lr_at(state.count, inner_state, dt, before=state.inner_state)
         return new_updates, MonitorState(
             inner_state=inner_state,
             count=tree_lib.safe_increment(state.count),

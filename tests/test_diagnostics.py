@@ -141,3 +141,20 @@ def test_stats_can_be_logged_from_inside_jit():
 def test_monitor_bad_learning_rate():
     with pytest.raises(ValueError, match=r"monitor: learning_rate must be a finite number >= 0, got -1.0"):
         gf.monitor(learning_rate=-1.0)
+
+
+@pytest.mark.parametrize("inject", ["gradflow", "optax"])
+def test_monitor_records_the_learning_rate_the_step_used(inject):
+    # Issue 13, item 4: gradflow's injected state holds the next step's value, optax's the last
+    # step's; monitor reports the one each step used, for both.
+    sched = gf.linear_schedule(1.0, 0.0, 10)
+    inner = (gf.inject_hyperparams(gf.sgd) if inject == "gradflow" else optax.inject_hyperparams(optax.sgd))(sched)
+    tx = gf.monitor(inner)
+    params = {"w": jnp.ones(2)}
+    state = tx.init(params)
+    step = jax.jit(tx.update)
+    g = {"w": jnp.ones(2)}
+    for t in range(4):
+        u, state = step(g, state, params)
+        np.testing.assert_allclose(float(state.learning_rate), float(sched(t)), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(u["w"]), -float(sched(t)) * np.ones(2), rtol=1e-6)
