@@ -34,9 +34,15 @@ from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation
 
 
-def _compute_dtype(dtype: Any) -> Any:
-    """The dtype a leaf's arithmetic runs in: its own, promoted to at least float32."""
-    return jnp.promote_types(dtype, jnp.float32)
+def _compute_dtype(dtype: Any, *state: Any) -> Any:
+    """The dtype a leaf's arithmetic runs in: the gradient's, promoted to at least float32
+    and to any wider floating ``state`` leaf's (float64 moments with float32 gradients
+    are formed in float64, not stored float32-exact)."""
+    cd = jnp.promote_types(dtype, jnp.float32)
+    for x in state:
+        if x is not None and jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits > jnp.finfo(cd).bits:
+            cd = jnp.promote_types(cd, x.dtype)
+    return cd
 
 
 def _abs_sq(x: jnp.ndarray) -> jnp.ndarray:
@@ -155,7 +161,7 @@ def scale_by_rss(
         tree_lib.check_same_shapes(fn, updates, state.sum_of_squares, "accumulator")
 
         def one(g, s):
-            cd = _compute_dtype(g.dtype)
+            cd = _compute_dtype(g.dtype, s)
             gc = g.astype(cd)
             e = hparams.as_scalar(eps, cd)
             s = s.astype(cd) + _abs_sq(gc)
@@ -249,7 +255,7 @@ def scale_by_rms(
         )
 
         def one(g, v, m=None):
-            cd = _compute_dtype(g.dtype)
+            cd = _compute_dtype(g.dtype, v, m)
             b, e, c = scalars(cd)
             gc = g.astype(cd)
             v = v.astype(cd) * b + _abs_sq(gc) * (1 - b)
@@ -351,7 +357,7 @@ def scale_by_adam(
         scalars = _adam_scalars(b1, b2, eps, eps_root, bias_correction, count)
 
         def one(g, m, v):
-            cd = _compute_dtype(g.dtype)
+            cd = _compute_dtype(g.dtype, m, v)
             beta1, beta2, e, e_root, c1, c2, c1_next = scalars(cd)
             gc = g.astype(cd)
             m = m.astype(cd) * beta1 + gc * (1 - beta1)
@@ -455,7 +461,7 @@ def scale_by_amsgrad(
         scalars = _adam_scalars(b1, b2, eps, eps_root, bias_correction, count)
 
         def one(g, m, v, v_max):
-            cd = _compute_dtype(g.dtype)
+            cd = _compute_dtype(g.dtype, m, v, v_max)
             beta1, beta2, e, e_root, c1, c2, _ = scalars(cd)
             gc = g.astype(cd)
             m = m.astype(cd) * beta1 + gc * (1 - beta1)

@@ -472,3 +472,30 @@ def test_trust_ratio_needs_params():
     tx = gf.scale_by_trust_ratio()
     with pytest.raises(ValueError, match="scale_by_trust_ratio: update needs params"):
         tx.update({"w": jnp.ones(2)}, tx.init({"w": jnp.ones(2)}))
+
+
+@pytest.mark.parametrize(
+    "make, field",
+    [
+        (lambda: gf.scale_by_adam(), "nu"),
+        (lambda: gf.scale_by_adam(), "mu"),
+        (lambda: gf.scale_by_rms(), "nu"),
+        (lambda: gf.scale_by_rms(centered=True), "mu"),
+        (lambda: gf.scale_by_amsgrad(), "nu_max"),
+        (lambda: gf.scale_by_rss(), "sum_of_squares"),
+    ],
+)
+def test_float64_state_with_float32_gradients_is_computed_in_float64(make, field, x64):
+    # Issue 13, item 5: float64 moments must not be float32-exact.
+    tx = make()
+    params = {"w": jnp.zeros(64, jnp.float64)}
+    state = tx.init(params)
+    rng = np.random.default_rng(0)
+    step = jax.jit(tx.update)
+    for _ in range(5):
+        g = {"w": jnp.asarray(rng.normal(size=64), jnp.float32)}
+        u, state = step(g, state, params)
+    assert u["w"].dtype == jnp.float32
+    moment = np.asarray(getattr(state, field)["w"])
+    assert moment.dtype == np.float64
+    assert np.any(moment.astype(np.float32).astype(np.float64) != moment)
