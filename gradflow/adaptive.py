@@ -61,7 +61,11 @@ def _bias_correction(decay: Any, k: jnp.ndarray) -> jnp.ndarray:
     would otherwise fold it at compile time, possibly rounding differently).
     """
     b = jax.lax.optimization_barrier(hparams.as_scalar(decay, k.dtype))
-    return -jnp.expm1(k * jnp.log1p(-(1 - b)))
+    # At β = 0 the value is 1 but log1p(−1) = −∞ makes the derivative 0·∞ = NaN; there
+    # 1 − βᵏ is taken as a power (derivative −k·βᵏ⁻¹, finite), so jax.grad wrt β is finite.
+    pos = b > 0
+    safe = jnp.where(pos, b, jnp.ones_like(b))
+    return jnp.where(pos, -jnp.expm1(k * jnp.log1p(-(1 - safe))), 1 - b**k)
 
 
 def _per_dtype(make: Any) -> Any:

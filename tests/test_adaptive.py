@@ -499,3 +499,51 @@ def test_float64_state_with_float32_gradients_is_computed_in_float64(make, field
     moment = np.asarray(getattr(state, field)["w"])
     assert moment.dtype == np.float64
     assert np.any(moment.astype(np.float32).astype(np.float64) != moment)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda b1, b2: gf.adam(0.1, b1=b1, b2=b2),
+        lambda b1, b2: gf.adamw(0.1, b1=b1, b2=b2),
+        lambda b1, b2: gf.amsgrad(0.1, b1=b1, b2=b2),
+        lambda b1, b2: gf.lamb(0.1, b1=b1, b2=b2),
+        lambda b1, b2: gf.scale_by_adam(b1=b1, b2=b2, nesterov=False),
+        lambda b1, b2: gf.scale_by_rms(decay=b2, bias_correction=True),
+    ],
+)
+@pytest.mark.parametrize("at", [(0.0, 0.999), (0.9, 0.0), (0.0, 0.0)])
+def test_grad_wrt_decays_is_finite_at_zero(make, at):
+    # Issue 13, item 9: the bias correction 1 − βᵏ is differentiable at β = 0 (optax's is).
+    params = {"w": jnp.array([1.0, -2.0, 3.0])}
+    grads = [{"w": jnp.array([0.5, -1.0, 2.0])}, {"w": jnp.array([-0.3, 0.2, 1.0])}]
+
+    def loss(b1, b2):
+        tx = make(b1, b2)
+        state = tx.init(params)
+        total = 0.0
+        for g in grads:
+            u, state = tx.update(g, state, params)
+            total = total + jnp.sum(u["w"] * jnp.arange(1.0, 4.0))
+        return total
+
+    d = jax.jit(jax.grad(loss, argnums=(0, 1)))(*map(jnp.float32, at))
+    assert all(np.isfinite(np.asarray(x)) for x in d), d
+    # and the value at β = 0 is unchanged: u is the same as with a tiny positive β
+    np.testing.assert_allclose(loss(*map(jnp.float32, at)), loss(*(jnp.float32(max(a, 1e-30)) for a in at)), rtol=1e-5)
+
+
+def test_grad_wrt_b1_at_zero_matches_optax():
+    params = {"w": jnp.array([1.0, -2.0, 3.0])}
+    g = {"w": jnp.array([0.5, -1.0, 2.0])}
+
+    def loss(make, b1):
+        tx = make(b1)
+        state = tx.init(params)
+        u, state = tx.update(g, state, params)
+        u, state = tx.update(g, state, params)
+        return jnp.sum(u["w"])
+
+    ours = jax.grad(lambda b: loss(lambda b1: gf.adam(0.1, b1=b1), b))(jnp.float32(0.0))
+    theirs = jax.grad(lambda b: loss(lambda b1: __import__("optax").adam(0.1, b1=b1), b))(jnp.float32(0.0))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
