@@ -490,7 +490,7 @@ class AutoclipState(NamedTuple):
     threshold: jnp.ndarray  # float scalar: the clip bound of the last step (p-th percentile)
     clipped: jnp.ndarray  # bool scalar: whether the last update was scaled down
     num_clipped: jnp.ndarray  # int32 scalar: updates scaled down so far
-    num_recorded: jnp.ndarray  # int32 scalar: finite norms recorded so far (saturates)
+    num_recorded: jnp.ndarray  # int32 scalar: finite norms recorded so far (past 2³¹−1 it cycles below it)
     history: jnp.ndarray  # (history_size,) float: ring buffer of the last finite norms
 
 
@@ -553,7 +553,7 @@ def autoclip(
         finite = jnp.isfinite(norm)
         pos = state.num_recorded % size
         history = state.history.at[pos].set(jnp.where(finite, norm, state.history[pos]))
-        num_recorded = _count_if(finite, state.num_recorded)
+        num_recorded = jnp.where(finite, tree_lib.ring_increment(state.num_recorded, size), state.num_recorded)
         filled = jnp.minimum(num_recorded, size)
         threshold = jnp.where(
             filled > 0, linear_percentile(history, filled, q), jnp.asarray(jnp.inf, dt)

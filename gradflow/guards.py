@@ -125,7 +125,7 @@ class SkipSpikesState(NamedTuple):
     skipped: jnp.ndarray  # bool scalar: whether the last step was skipped
     num_skipped: jnp.ndarray  # int32 scalar: steps skipped so far
     num_consecutive_skips: jnp.ndarray  # int32 scalar: steps skipped in a row
-    num_recorded: jnp.ndarray  # int32 scalar: accepted values recorded so far (saturates)
+    num_recorded: jnp.ndarray  # int32 scalar: accepted values recorded so far (past 2³¹−1 it cycles below it)
     history: jnp.ndarray  # (window,) float: ring buffer of the last accepted values
 
 
@@ -245,7 +245,7 @@ def skip_spikes(
             skipped=skipped,
             num_skipped=jnp.where(skipped, inc(state.num_skipped), state.num_skipped),
             num_consecutive_skips=jnp.where(skipped, inc(state.num_consecutive_skips), jnp.zeros((), jnp.int32)),
-            num_recorded=jnp.where(accept, inc(state.num_recorded), state.num_recorded),
+            num_recorded=jnp.where(accept, tree_lib.ring_increment(state.num_recorded, size), state.num_recorded),
             history=history,
         )
 

@@ -121,6 +121,18 @@ def safe_increment(count: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(count < INT32_MAX, count + 1, INT32_MAX).astype(jnp.int32)
 
 
+def ring_increment(count: jnp.ndarray, size: int) -> jnp.ndarray:
+    """``count + 1`` for the write counter of a ring buffer of ``size`` slots (int32).
+
+    The slot written is ``count % size``. A saturating counter would stop at 2³¹−1
+    and write one slot for ever; this one steps back from 2³¹−1 to 2³¹−``size``,
+    which is the same slot as 2³¹ would be, so the buffer keeps cycling and
+    ``min(count, size)`` (the filled part) stays ``size``.
+    """
+    back = INT32_MAX - int(size) + 1  # ≡ 2³¹ (mod size)
+    return jnp.where(count < INT32_MAX, count + 1, back).astype(jnp.int32)
+
+
 def zero_count() -> jnp.ndarray:
     """A fresh int32 step counter."""
     return jnp.zeros((), jnp.int32)

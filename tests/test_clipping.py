@@ -538,3 +538,16 @@ def test_adagc_zero_gradient_at_the_first_step_is_replaced_later():
     for grads in ({"b": jnp.zeros(2)}, {"b": jnp.array([0.6, 0.8])}, {"b": jnp.array([1.2, 1.6])}):
         _, state = tx.update(grads, state, params)
     np.testing.assert_allclose(float(state.gamma["b"]), 1.0, rtol=1e-6)
+
+
+def test_autoclip_ring_buffer_keeps_cycling_past_int32_max():
+    # Issue 13, item 7: a saturated counter must not freeze the history on one slot.
+    tx = gf.autoclip(percentile=50.0, history_size=4)
+    params = {"w": jnp.zeros(1)}
+    state = tx.init(params)
+    state = state._replace(num_recorded=jnp.asarray(2**31 - 3, jnp.int32), history=jnp.ones(4))
+    step = jax.jit(tx.update)
+    for v in [10.0, 11.0, 12.0, 13.0, 14.0, 15.0]:
+        _, state = step({"w": jnp.array([v])}, state, params)
+    assert sorted(np.asarray(state.history).tolist()) == [12.0, 13.0, 14.0, 15.0]
+    assert int(state.num_recorded) >= 4

@@ -262,3 +262,17 @@ def test_skip_spikes_max_consecutive_skips_learns_a_lasting_change():
 def test_skip_spikes_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         gf.skip_spikes(gf.sgd(0.1), **kwargs)
+
+
+def test_skip_spikes_ring_buffer_keeps_cycling_past_int32_max():
+    # Issue 13, item 7: a saturated counter must not freeze the window on one slot.
+    tx = gf.skip_spikes(gf.sgd(0.1), threshold=1e6, window=4, min_samples=2)
+    params = {"w": jnp.zeros(2)}
+    state = tx.init(params)
+    state = state._replace(num_recorded=jnp.asarray(2**31 - 3, jnp.int32), history=jnp.arange(1.0, 5.0))
+    step = jax.jit(tx.update)
+    for v in [10.0, 11.0, 12.0, 13.0, 14.0, 15.0]:
+        _, state = step({"w": jnp.ones(2)}, state, params, value=jnp.float32(v))
+        assert not bool(state.skipped)
+    assert sorted(np.asarray(state.history).tolist()) == [12.0, 13.0, 14.0, 15.0]
+    assert int(state.num_recorded) >= 4
