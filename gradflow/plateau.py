@@ -90,6 +90,7 @@ def reduce_on_plateau(
     cooldown: int = 0,
     accumulation_size: int = 1,
     min_scale: float = 0.0,
+    eps: float = 1e-8,
 ) -> GradientTransformation:
     """Multiply the updates by a scale that shrinks when the loss stops improving.
 
@@ -99,7 +100,8 @@ def reduce_on_plateau(
         improved = v < b − rtol·|b| − atol            (b: best so far, +inf at first)
         b ← v if improved;  n ← 0 if improved else n + 1
         if in cooldown: cooldown ← cooldown − 1, n ← 0
-        if n > patience: s ← max(s·factor, min_scale), cooldown ← ``cooldown``, n ← 0
+        if n > patience: s' = max(s·factor, min_scale); s ← s' if s − s' > ε;
+                         cooldown ← ``cooldown``, n ← 0
 
     and u = s·g, with s = 1 at the start. The new scale already applies to the
     update that brought the loss, which corresponds to PyTorch stepping the
@@ -114,6 +116,8 @@ def reduce_on_plateau(
       cooldown: evaluations after a reduction during which no new one happens.
       accumulation_size: losses averaged per evaluation (1: every update is one).
       min_scale: the scale never goes below this (PyTorch's ``min_lr / lr``).
+      eps: ε ≥ 0: a reduction of the scale by ε or less is not applied
+        (PyTorch's ``eps / lr``; PyTorch's default ``eps=1e-8`` at ``lr=0.1`` is ``eps=1e-7``).
 
     Returns:
       A transform whose state is :class:`ReduceOnPlateauState`; ``state.scale``
@@ -121,7 +125,7 @@ def reduce_on_plateau(
 
     Parity:
       ``torch.optim.lr_scheduler.ReduceLROnPlateau(mode="min", factor, patience,
-      threshold=rtol, threshold_mode="rel", cooldown, min_lr=min_scale·lr)``
+      threshold=rtol, threshold_mode="rel", cooldown, min_lr=min_scale·lr, eps=eps·lr)``
       chained after ``sgd(lr)``: the same learning rates for positive losses (and
       for negative ones that move by more than rtol·|best|); ``threshold_mode="abs"``
       is ``rtol=0, atol=threshold``. Tested against recorded PyTorch runs.
@@ -131,7 +135,7 @@ def reduce_on_plateau(
     Raises:
       ValueError: ``factor`` outside (0, 1), a negative ``patience``/``cooldown``,
         ``accumulation_size < 1``, ``rtol`` outside [0, 1), negative ``atol`` or
-        ``min_scale``.
+        ``min_scale`` or ``eps``.
     """
     fn = "reduce_on_plateau"
     hparams.check_range(fn, "factor", factor, 0.0, 1.0, low_open=True, high_open=True)
@@ -140,6 +144,7 @@ def reduce_on_plateau(
     _check_count(fn, "cooldown", cooldown, 0)
     _check_count(fn, "accumulation_size", accumulation_size, 1)
     hparams.check_range(fn, "min_scale", min_scale, 0.0, 1.0)
+    hparams.check_non_negative(fn, "eps", eps)
 
     def init_fn(params):
         del params
@@ -167,7 +172,8 @@ def reduce_on_plateau(
         cool = jnp.where(in_cooldown, state.cooldown_count - 1, state.cooldown_count)
         bad = jnp.where(in_cooldown, 0, bad)
         reduce = bad > patience
-        scale = jnp.where(reduce, jnp.maximum(state.scale * _F32(factor), _F32(min_scale)), state.scale)
+        reduced = jnp.maximum(state.scale * _F32(factor), _F32(min_scale))
+        scale = jnp.where(reduce & (state.scale - reduced > _F32(eps)), reduced, state.scale)
         cool = jnp.where(reduce, cooldown, cool).astype(jnp.int32)
         bad = jnp.where(reduce, 0, bad).astype(jnp.int32)
 

@@ -21,7 +21,7 @@ PARITY = pathlib.Path(__file__).parent / "parity" / "torch_schedules.npz"
 
 
 def np_reduce_on_plateau(losses, factor, patience, rtol=1e-4, atol=0.0, cooldown=0, accumulation_size=1,
-                         min_scale=0.0, torch_negative_rule=False):
+                         min_scale=0.0, torch_negative_rule=False, eps=0.0):
     """Scale after each loss. ``torch_negative_rule`` uses PyTorch's b·(1 − rtol) literally."""
     scale, best, bad, cool, window, out = 1.0, math.inf, 0, 0, [], []
     for v in losses:
@@ -40,7 +40,9 @@ def np_reduce_on_plateau(losses, factor, patience, rtol=1e-4, atol=0.0, cooldown
                 cool -= 1
                 bad = 0
             if bad > patience:
-                scale = max(scale * factor, min_scale)
+                new = max(scale * factor, min_scale)
+                if scale - new > eps:  # PyTorch: a change of eps or less is not applied
+                    scale = new
                 cool = cooldown
                 bad = 0
         out.append(scale)
@@ -120,6 +122,7 @@ def test_reduce_on_plateau_matches_pytorch(case):
         gf.reduce_on_plateau(
             factor=kw["factor"], patience=kw["patience"], rtol=kw["threshold"] if rel else 0.0,
             atol=0.0 if rel else kw["threshold"], cooldown=kw["cooldown"], min_scale=kw["min_lr"] / lr,
+            eps=kw.get("eps", 1e-8) / lr,
         ),
     )
     u, states = _run(tx, losses)
@@ -317,3 +320,18 @@ def test_bad_arguments_raise_at_build_time(build, prefix, value):
     with pytest.raises(ValueError) as e:
         build()
     assert str(e.value).startswith(prefix) and value in str(e.value), str(e.value)
+
+
+def test_reduce_on_plateau_eps_rule_over_a_long_plateau():
+    # Issue 13, item 10: PyTorch's ReduceLROnPlateau does not apply a reduction of eps or
+    # less (eps=1e-8 in lr units; at lr=0.1 that is 1e-7 in scale units). Over a long
+    # plateau the scale must stop where PyTorch's learning rate stops.
+    lr, torch_eps = 0.1, 1e-8
+    kw = dict(factor=0.5, patience=2)
+    losses = np.ones(200, np.float32)
+    _, states = _run(gf.reduce_on_plateau(**kw, eps=torch_eps / lr), losses)
+    want = np_reduce_on_plateau(losses, **kw, eps=torch_eps / lr)
+    np.testing.assert_allclose(states.scale, want, rtol=1e-6)
+    assert want[-1] > 1e-7 and want[-1] == want[-100]  # the reductions stopped
+    _, states = _run(gf.reduce_on_plateau(**kw), losses)  # the default eps is PyTorch's 1e-8
+    np.testing.assert_allclose(states.scale, np_reduce_on_plateau(losses, **kw, eps=1e-8), rtol=1e-6)
