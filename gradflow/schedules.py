@@ -43,10 +43,21 @@ _MAX_TABLED_CYCLES = 4096
 # Argument checks (build time)
 
 
-def _value(fn: str, name: str, value: Any) -> float:
-    """A schedule value: a finite number >= 0 (schedules never go negative)."""
+def _value(fn: str, name: str, value: Any) -> Any:
+    """A schedule value: a finite number >= 0 (schedules never go negative).
+
+    A traced value (the schedule built inside ``jax.vmap`` for a learning-rate
+    sweep, or inside ``jit``) cannot be checked and is kept as it is.
+    """
     hparams.check_non_negative(fn, name, value)
-    return float(value)
+    return value if isinstance(value, jax.core.Tracer) else float(value)
+
+
+def _table(values: list) -> Any:
+    """The values as a float32 table: NumPy when all are numbers, JAX when one is traced."""
+    if any(isinstance(v, jax.core.Tracer) for v in values):
+        return jnp.stack([jnp.asarray(v, _F32) for v in values])
+    return np.asarray(values, np.float32)
 
 
 def _steps(fn: str, name: str, value: Any, *, allow_zero: bool) -> int:
@@ -64,9 +75,9 @@ def _steps(fn: str, name: str, value: Any, *, allow_zero: bool) -> int:
     return int(value)
 
 
-def _positive(fn: str, name: str, value: Any) -> float:
+def _positive(fn: str, name: str, value: Any) -> Any:
     hparams.check_positive(fn, name, value)
-    return float(value)
+    return value if isinstance(value, jax.core.Tracer) else float(value)
 
 
 def _boundaries(fn: str, name: str, boundaries: Sequence[Any]) -> list[int]:
@@ -101,7 +112,14 @@ def _pairs(fn: str, boundaries_and_scales: Any) -> tuple[list[int], list[float]]
 
 
 def _step(step: Any) -> jnp.ndarray:
-    """The step as an array, clamped at 0 (integers stay integers, so clipping is exact)."""
+    """The step as an array, clamped at 0 (integers stay integers, so clipping is exact).
+
+    A Python int too large for the integer dtype (≥ 2³¹ in jax's default 32-bit
+    mode) becomes a float32 step instead of an ``OverflowError``.
+    """
+    if isinstance(step, int) and not isinstance(step, bool):
+        if step > np.iinfo(jax.dtypes.canonicalize_dtype(jnp.int64)).max:
+            step = float(step)
     step = jnp.asarray(step)
     if not (jnp.issubdtype(step.dtype, jnp.integer) or jnp.issubdtype(step.dtype, jnp.floating)):
         step = step.astype(jnp.int32)
@@ -112,15 +130,58 @@ def _f32(x: Any) -> jnp.ndarray:
     return jnp.asarray(x).astype(_F32)
 
 
+def _fit(step: jnp.ndarray, c: int) -> Any:
+    """The step constant ``c`` (≥ 0) for arithmetic with ``step``: capped at the largest
+    value of an integer step's dtype (a larger ``c`` is beyond every such step)."""
+    if jnp.issubdtype(step.dtype, jnp.integer):
+        return np.asarray(min(int(c), int(jnp.iinfo(step.dtype).max)), step.dtype)
+    return np.asarray(c, step.dtype)
+
+
+def _after(step: jnp.ndarray, begin: int) -> jnp.ndarray:
+    """max(t − begin, 0), without wrapping an unsigned step or overflowing for begin ≥ 2³¹."""
+    b = _fit(step, begin)
+    return jnp.maximum(step, b) - b
+
+
+def _floordiv(step: jnp.ndarray, n: int) -> jnp.ndarray:
+    """⌊t / n⌋ for n > 0 that may exceed an integer step dtype's range (then 0)."""
+    if jnp.issubdtype(step.dtype, jnp.integer) and n > int(jnp.iinfo(step.dtype).max):
+        return jnp.zeros_like(step)
+    return step // np.asarray(n, step.dtype)
+
+
+def _passed(step: jnp.ndarray, bounds: Sequence[int]) -> jnp.ndarray:
+    """The number of boundaries b_i ≤ t; a boundary beyond the step dtype's range is never passed."""
+    if jnp.issubdtype(step.dtype, jnp.integer):
+        bounds = [b for b in bounds if b <= int(jnp.iinfo(step.dtype).max)]
+    if not bounds:
+        return jnp.zeros(jnp.shape(step), jnp.int32)
+    return jnp.sum(step[..., None] >= jnp.asarray(np.asarray(bounds).astype(step.dtype)), axis=-1)
+
+
+def _before(step: jnp.ndarray, c: int) -> jnp.ndarray:
+    """t < c, for a constant c that may exceed the step dtype's range (then always true)."""
+    if jnp.issubdtype(step.dtype, jnp.integer) and c > int(jnp.iinfo(step.dtype).max):
+        return jnp.ones(jnp.shape(step), jnp.bool_)
+    return step < np.asarray(c, step.dtype)
+
+
+def _done(step: jnp.ndarray, begin: int, length: int) -> jnp.ndarray:
+    """clip(t − begin, 0, length), exact for integer steps of any width and sign."""
+    return jnp.minimum(_after(step, begin), _fit(step, length))
+
+
 def _progress(step: jnp.ndarray, begin: int, length: int) -> jnp.ndarray:
     """clip(t − begin, 0, length) / length in float32 (exact integer clipping first)."""
-    done = jnp.clip(step - begin, 0, length)
-    return _f32(done) / _F32(length)
+    return _f32(_done(step, begin, length)) / _F32(length)
 
 
 def _remaining(step: jnp.ndarray, begin: int, length: int) -> jnp.ndarray:
     """1 − clip(t − begin, 0, length)/length, formed as (length − done)/length (one rounding)."""
-    done = jnp.clip(step - begin, 0, length)
+    done = _done(step, begin, length)
+    if jnp.issubdtype(step.dtype, jnp.integer) and length > int(jnp.iinfo(step.dtype).max):
+        return (_F32(length) - _f32(done)) / _F32(length)
     return _f32(length - done) / _F32(length)
 
 
@@ -291,9 +352,9 @@ def exponential_decay(
     log_r = math.log(r)
 
     def schedule(step):
-        done = jnp.maximum(_step(step) - b, 0)
+        done = _after(_step(step), b)
         if staircase:
-            expo = _f32(done // n)
+            expo = _f32(_floordiv(done, n))
         else:
             expo = _f32(done) / _F32(n)
         value = i0 * jnp.exp(expo * _F32(log_r))
@@ -363,15 +424,13 @@ def piecewise_constant_schedule(init_value: float, boundaries_and_scales: Any = 
     values = [i0]
     for s in scales:
         values.append(values[-1] * s)
-    table = np.asarray(values, np.float32)
-    bounds_arr = np.asarray(bounds, np.int64)
+    table = _table(values)
 
     def schedule(step):
         step = _step(step)
         if not bounds:
             return jnp.full(jnp.shape(step), table[0], _F32)
-        passed = jnp.sum(step[..., None] >= bounds_arr.astype(step.dtype), axis=-1)
-        return jnp.asarray(table)[passed]
+        return jnp.asarray(table)[_passed(step, bounds)]
 
     return schedule
 
@@ -423,17 +482,21 @@ def piecewise_interpolate_schedule(
     starts = np.asarray([0] + bounds, np.int64)
     ends = np.asarray(bounds + [bounds[-1] if bounds else 0], np.int64)
     lengths = np.maximum(ends - starts, 1).astype(np.float32)
-    v_lo = np.asarray(values, np.float32)
-    v_hi = np.asarray(values[1:] + values[-1:], np.float32)
+    v_lo = _table(values)
+    v_hi = _table(values[1:] + values[-1:])
     n = len(bounds)
 
     def schedule(step):
         step = _step(step)
         if n == 0:
             return jnp.full(jnp.shape(step), v_lo[0], _F32)
-        k = jnp.sum(step[..., None] >= jnp.asarray(bounds, step.dtype), axis=-1)
-        start = jnp.asarray(starts).astype(step.dtype)[k]
-        pct = _f32(step - start) / jnp.asarray(lengths)[k]
+        k = _passed(step, bounds)
+        # Starts in the step's dtype; one beyond an integer dtype's range is never selected.
+        if jnp.issubdtype(step.dtype, jnp.integer):
+            table = np.minimum(starts, int(jnp.iinfo(step.dtype).max)).astype(step.dtype)
+        else:
+            table = starts.astype(step.dtype)
+        pct = _f32(step - jnp.asarray(table)[k]) / jnp.asarray(lengths)[k]
         value = interp(jnp.asarray(v_lo)[k], jnp.asarray(v_hi)[k], jnp.minimum(pct, 1.0))
         return _nonneg(jnp.where(k >= n, v_lo[n], value))
 
@@ -535,7 +598,7 @@ def warmup_cosine_decay_schedule(
         warm = i0 + (pk - i0) * _progress(step, 0, max(w, 1))
         c = jnp.maximum(_half_cosine(_progress(step, w, cos_len)), 0.0)
         decay = end + (pk - end) * c**p
-        value = jnp.where(step < w, warm, jnp.where(step < d, decay, end))
+        value = jnp.where(_before(step, w), warm, jnp.where(_before(step, d), decay, end))
         return _nonneg(value)
 
     return schedule
@@ -611,7 +674,7 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
         step = _step(step)
         out = _f32(schedules[0](step))
         for b, s in zip(bounds, schedules[1:]):
-            out = jnp.where(step < b, out, _f32(s(jnp.maximum(step - b, 0))))
+            out = jnp.where(_before(step, b), out, _f32(s(_after(step, b))))
         return out
 
     return schedule
@@ -692,8 +755,8 @@ def warm_restarts_schedule(
     def schedule(step):
         step = _step(step)
         if m == 1.0:
-            i = step // t0
-            tau = _f32(step - i * t0)
+            i = _floordiv(step, t0)
+            tau = _f32(step - i * _fit(step, t0))
             length = jnp.full(jnp.shape(step), t0, _F32)
         else:
             table = jnp.asarray(ceil_starts).astype(step.dtype)
@@ -913,7 +976,7 @@ def wsd_schedule(
         else:
             shape = 1.0 - jnp.sqrt(x)
         cool = end + (pk - end) * jnp.maximum(shape, 0.0)
-        value = jnp.where(step < w, warm, jnp.where(step < w + s, pk, cool))
+        value = jnp.where(_before(step, w), warm, jnp.where(_before(step, w + s), pk, cool))
         return _nonneg(value)
 
     return schedule
@@ -959,9 +1022,9 @@ def inverse_sqrt_schedule(
     def schedule(step):
         step = _step(step)
         warm = i0 + (pk - i0) * _progress(step, 0, max(w, 1))
-        since = _f32(jnp.maximum(step - w, 0))
+        since = _f32(_after(step, w))
         decay = pk * jax.lax.rsqrt(1.0 + since / _F32(tau))
-        return _nonneg(jnp.where(step < w, warm, decay))
+        return _nonneg(jnp.where(_before(step, w), warm, decay))
 
     return schedule
 

@@ -395,3 +395,98 @@ def test_plot_schedule_writes_a_png(tmp_path):
     many = gf.plot_schedule({"a": S.constant_schedule(0.5), "b": optax.linear_schedule(1.0, 0.0, 50)}, 60)
     assert pathlib.Path(many).read_bytes()[:4] == b"\x89PNG"
     pathlib.Path(many).unlink()
+
+
+# Issue 13, item 8: giant integer steps and constants in jax's default 32-bit mode.
+def test_with_giant_int_steps():
+    # optax's test of the same name: decay_steps does not fit in int32.
+    schedule = gf.cosine_decay_schedule(init_value=1000.0, decay_steps=int(1e10), alpha=0.0)
+    np.testing.assert_allclose(jax.jit(schedule)(int(1e9)), 975.52826, rtol=1e-6)
+    np.testing.assert_allclose(schedule(int(1e9)), 975.52826, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "make, step, want",
+    [
+        (lambda: gf.cosine_decay_schedule(1.0, 2**32), 2**31 + 2**30, 0.5 * (1 + np.cos(np.pi * 0.75))),
+        (lambda: gf.linear_schedule(1.0, 0.0, 2**32), 2**31, 0.5),
+        (lambda: gf.polynomial_schedule(1.0, 0.0, 1.0, 2**32), 2**31 - 1, 0.5),
+        (lambda: gf.exponential_decay(1.0, 2**33, 0.5, staircase=True), 2**31 - 1, 1.0),
+        (lambda: gf.exponential_decay(1.0, 10, 0.5, transition_begin=2**32), 5, 1.0),
+        (lambda: gf.warmup_cosine_decay_schedule(0.0, 1.0, 2**31, 2**32), 2**30, 0.5),
+        (lambda: gf.join_schedules([gf.constant_schedule(1.0), gf.constant_schedule(2.0)], [2**31]), 2**31 - 1, 1.0),
+        (lambda: gf.join_schedules([gf.constant_schedule(1.0), gf.constant_schedule(2.0)], [2**31]), 2**31, 2.0),
+        (lambda: gf.wsd_schedule(1.0, 10, 2**31, 10), 2**31 - 1, 1.0),
+        (lambda: gf.inverse_sqrt_schedule(1.0, 2**31), 2**30, 0.5),
+        (lambda: gf.warm_restarts_schedule(1.0, 2**32), 2**31, 0.5),
+        (lambda: gf.piecewise_interpolate_schedule("linear", 1.0, {2**31: 0.5, 2**32: 0.5}), 3 * 2**30, 0.375),
+    ],
+)
+def test_step_counts_beyond_int32(make, step, want):
+    schedule = make()
+    np.testing.assert_allclose(schedule(step), want, rtol=1e-6)
+    if step <= 2**31 - 1:
+        np.testing.assert_allclose(jax.jit(schedule)(jnp.int32(step)), want, rtol=1e-6)
+    np.testing.assert_allclose(schedule(jnp.uint32(step)), want, rtol=1e-6)
+
+
+def test_piecewise_boundaries_beyond_int32_do_not_wrap():
+    schedule = gf.piecewise_constant_schedule(1.0, {2**31: 0.1, 2**32: 0.1})
+    assert float(schedule(0)) == 1.0
+    assert float(jax.jit(schedule)(jnp.int32(2**31 - 1))) == 1.0
+    np.testing.assert_allclose(schedule(2**31), 0.1, rtol=1e-6)
+    np.testing.assert_allclose(schedule(jnp.uint32(2**31 + 7)), 0.1, rtol=1e-6)
+    np.testing.assert_allclose(schedule(2**32 + 7), 0.01, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.uint8, jnp.uint16, jnp.uint32])
+@pytest.mark.parametrize(
+    "make, want",
+    [
+        (lambda: gf.linear_schedule(1.0, 0.0, 10, transition_begin=5), [1.0, 1.0, 1.0, 0.9, 0.0]),
+        (lambda: gf.polynomial_schedule(1.0, 0.0, 1.0, 10, transition_begin=5), [1.0, 1.0, 1.0, 0.9, 0.0]),
+        (lambda: gf.exponential_decay(1.0, 1, 0.5, transition_begin=5), [1.0, 1.0, 1.0, 0.5, 2.0**-15]),
+        (lambda: gf.join_schedules([gf.constant_schedule(1.0), gf.linear_schedule(1.0, 0.0, 10)], [5]),
+         [1.0, 1.0, 1.0, 0.9, 0.0]),
+        (lambda: gf.inverse_sqrt_schedule(1.0, warmup_steps=5, timescale=1), [0.0, 0.2, 0.8, 2**-0.5, 4**-1]),
+    ],
+)
+def test_unsigned_steps_do_not_wrap_during_transition_begin(make, want, dtype):
+    schedule = make()
+    steps = np.array([0, 1, 4, 6, 20], dtype)
+    np.testing.assert_allclose(jax.jit(schedule)(jnp.asarray(steps)), want, rtol=1e-6, atol=1e-12)
+
+
+# Issue 13, item 11: a learning-rate sweep vmaps over a schedule's values, as with optax.
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda v: gf.constant_schedule(v),
+        lambda v: gf.linear_schedule(v, 0.0, 100),
+        lambda v: gf.polynomial_schedule(v, 0.001, 2.0, 100, 5),
+        lambda v: gf.exponential_decay(v, 10, 0.5),
+        lambda v: gf.cosine_decay_schedule(v, 100, alpha=0.01),
+        lambda v: gf.warmup_cosine_decay_schedule(0.0, v, 10, 100),
+        lambda v: gf.warmup_constant_schedule(0.0, v, 10),
+        lambda v: gf.piecewise_constant_schedule(v, {10: 0.5, 50: 0.1}),
+        lambda v: gf.piecewise_interpolate_schedule("cosine", v, {10: 0.5, 50: 0.1}),
+        lambda v: gf.cosine_onecycle_schedule(100, v),
+        lambda v: gf.wsd_schedule(v, 10, 50, 40),
+        lambda v: gf.inverse_sqrt_schedule(v, warmup_steps=10),
+        lambda v: gf.warm_restarts_schedule(v, 10, cycle_mult=2.0, warmup_steps=2),
+    ],
+)
+def test_schedules_vmap_over_their_values(make):
+    peaks = [0.1, 0.3, 1.0]
+    steps = jnp.array([0, 7, 30, 99, 200])
+    swept = jax.jit(jax.vmap(lambda v: make(v)(steps)))(jnp.asarray(peaks))
+    want = np.stack([np.asarray(make(v)(steps)) for v in peaks])
+    np.testing.assert_allclose(swept, want, rtol=1e-5, atol=1e-7)  # a traced value is float32, a number float64
+
+
+def test_learning_rate_sweep_matches_optax():
+    peaks = jnp.array([0.1, 0.3, 1.0])
+    steps = jnp.array([0, 7, 30, 99, 200])
+    ours = jax.vmap(lambda v: gf.cosine_decay_schedule(v, 100, alpha=0.01)(steps))(peaks)
+    theirs = jax.vmap(lambda v: optax.cosine_decay_schedule(v, 100, alpha=0.01)(steps))(peaks)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
