@@ -82,10 +82,13 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
     def init_fn(params):
         tree_lib.check_float_leaves("chain", params)
+        params = tree_lib.as_arrays(params)
         return tuple(init(params) for init in inits)
 
     def update_fn(updates, state, params=None, **extra_args):
+        updates = tree_lib.as_arrays(updates)
         if params is not None:
+            params = tree_lib.as_arrays(params)
             tree_lib.check_same_shapes("chain", updates, params)
         if len(state) != len(updates_fns):
             raise TypeError(

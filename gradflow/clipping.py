@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
@@ -50,7 +51,9 @@ def times_factor(updates: Any, factor: Any) -> Any:
 
 def check_int_at_least(fn: str, name: str, value: Any, low: int) -> None:
     """Raise ``ValueError`` unless ``value`` is an integer ≥ ``low``."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}")
+    if not isinstance(value, int):
         try:
             ok = int(value) == value
         except (TypeError, ValueError, OverflowError):
@@ -142,10 +145,12 @@ def _checked(fn: str, init_fn, update_fn) -> GradientTransformation:
 
     def init(params):
         tree_lib.check_float_leaves(fn, params)
-        return init_fn(params)
+        return init_fn(tree_lib.as_arrays(params))
 
     def update(updates, state, params=None, **extra_args):
+        updates = tree_lib.as_arrays(updates)
         if params is not None:
+            params = tree_lib.as_arrays(params)
             tree_lib.check_same_shapes(fn, updates, params)
         return update_fn(updates, state, params, **extra_args)
 

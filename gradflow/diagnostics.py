@@ -110,6 +110,8 @@ def monitor(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        updates = tree_lib.as_arrays(updates)
+        params = None if params is None else tree_lib.as_arrays(params)
         dt = state.grad_norm.dtype
         grad_norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         new_updates, inner_state = inner.update(updates, state.inner_state, params, **keep(extra_args))

@@ -95,6 +95,7 @@ def apply_if_finite(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        updates = tree_lib.as_arrays(updates)
         finite = _all_finite(updates, axis_name)
         errors = jnp.where(finite, jnp.zeros((), jnp.int32), tree_lib.safe_increment(state.num_consecutive_errors))
         apply = finite | (errors > max_errors)
@@ -211,6 +212,7 @@ def skip_spikes(
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        updates = tree_lib.as_arrays(updates)
         dt = state.norm.dtype
         norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         v = norm if value is None else hparams.scalar_value("skip_spikes", value).astype(dt)

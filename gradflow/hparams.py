@@ -14,6 +14,7 @@ from typing import Any, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Schedule = Callable[[Any], Any]
 ScalarOrSchedule = Union[float, int, Schedule]
@@ -65,7 +66,10 @@ def _number(fn: str, name: str, value: Any) -> float | None:
     """
     if callable(value) or isinstance(value, jax.core.Tracer):
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, (bool, np.bool_)) or (hasattr(value, "dtype") and jnp.dtype(value.dtype) == jnp.bool_):
+        # sgd(0.1, True) means nesterov, not momentum=1.0: a boolean is not a number here.
+        raise ValueError(f"{fn}: {name} must be a number or a schedule, got {value!r}")
+    if not isinstance(value, (int, float)):
         try:
             if isinstance(value, (str, bytes)):
                 raise TypeError  # float("0.1") would accept a string

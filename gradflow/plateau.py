@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
@@ -66,9 +67,9 @@ def _check_tolerances(fn: str, rtol: float, atol: float) -> None:
 
 
 def _check_count(fn: str, name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}")
-    return value
+    return int(value)
 
 
 class ReduceOnPlateauState(NamedTuple):
@@ -139,10 +140,10 @@ def reduce_on_plateau(
     """
     fn = "reduce_on_plateau"
     hparams.check_range(fn, "factor", factor, 0.0, 1.0, low_open=True, high_open=True)
-    _check_count(fn, "patience", patience, 0)
+    patience = _check_count(fn, "patience", patience, 0)
     _check_tolerances(fn, rtol, atol)
-    _check_count(fn, "cooldown", cooldown, 0)
-    _check_count(fn, "accumulation_size", accumulation_size, 1)
+    cooldown = _check_count(fn, "cooldown", cooldown, 0)
+    accumulation_size = _check_count(fn, "accumulation_size", accumulation_size, 1)
     hparams.check_range(fn, "min_scale", min_scale, 0.0, 1.0)
     hparams.check_non_negative(fn, "eps", eps)
 
@@ -257,9 +258,9 @@ def restart_on_loss(
     if threshold is not None:
         hparams.check_finite(fn, "threshold", threshold)
     if patience is not None:
-        _check_count(fn, "patience", patience, 0)
+        patience = _check_count(fn, "patience", patience, 0)
     _check_tolerances(fn, rtol, atol)
-    _check_count(fn, "cooldown", cooldown, 0)
+    cooldown = _check_count(fn, "cooldown", cooldown, 0)
 
     def init_fn(params):
         del params

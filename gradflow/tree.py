@@ -138,18 +138,29 @@ def zero_count() -> jnp.ndarray:
     return jnp.zeros((), jnp.int32)
 
 
+def _leaf_dtype(x: Any) -> Any:
+    return x.dtype if hasattr(x, "dtype") else jnp.result_type(x)
+
+
+def as_arrays(tree: Any) -> Any:
+    """``tree`` with its Python-number leaves (``{"a": 1.0}``) as 0-d arrays, the others unchanged."""
+    if all(hasattr(x, "shape") for x in jax.tree.leaves(tree)):
+        return tree
+    return jax.tree.map(lambda x: x if hasattr(x, "shape") else jnp.asarray(x), tree)
+
+
 def zeros_like(tree: Any, dtype: Any = None) -> Any:
     """Zeros shaped like every leaf of ``tree`` (in ``dtype`` when given).
 
     Works on ``jax.ShapeDtypeStruct`` leaves too, so ``init`` runs under
-    ``jax.eval_shape``.
+    ``jax.eval_shape``, and on Python-number leaves (0-d).
     """
-    return jax.tree.map(lambda p: jnp.zeros(p.shape, dtype or p.dtype), tree)
+    return jax.tree.map(lambda p: jnp.zeros(leaf_shape(p), dtype or _leaf_dtype(p)), tree)
 
 
 def full_like(tree: Any, value: float, dtype: Any = None) -> Any:
     """``value`` broadcast to the shape of every leaf of ``tree``."""
-    return jax.tree.map(lambda p: jnp.full(p.shape, value, dtype or p.dtype), tree)
+    return jax.tree.map(lambda p: jnp.full(leaf_shape(p), value, dtype or _leaf_dtype(p)), tree)
 
 
 def check_same_structure(fn: str, updates: Any, reference: Any, what: str = "params") -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import gradflow as gf
@@ -159,3 +160,38 @@ def test_shape_check_costs_nothing_at_run_time():
     finally:
         tree_lib.check_same_shapes = saved
     assert with_check == without
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: gf.adam(0.1),
+        lambda: gf.sgd(0.1, momentum=0.9),
+        lambda: gf.rmsprop(0.1),
+        lambda: gf.lamb(0.1),
+        lambda: gf.clip_by_global_norm(1.0),
+        lambda: gf.adagc(),
+        lambda: gf.autoclip(),
+        lambda: gf.skip_spikes(gf.adam(0.1)),
+        lambda: gf.apply_if_finite(gf.adamw(0.1), 2),
+        lambda: gf.monitor(gf.lars(0.1)),
+    ],
+)
+def test_python_float_leaves_work_as_in_optax(make):
+    # Issue 13, item 11: {"a": 1.0} is a valid params tree (optax accepts it).
+    tx = make()
+    state = tx.init({"a": 1.0})
+    u, state = jax.jit(tx.update)({"a": 0.5}, state, {"a": 1.0})
+    u2, _ = tx.update({"a": jnp.asarray(0.5)}, state, {"a": 1.0})
+    assert np.isfinite(float(u["a"])) and np.isfinite(float(u2["a"]))
+    new = gf.apply_updates({"a": 1.0}, u)
+    assert jnp.shape(new["a"]) == ()
+
+
+def test_python_float_leaves_match_optax_adam():
+    tx, ref = gf.adam(0.1), optax.adam(0.1)
+    s, r = tx.init({"a": 1.0}), ref.init({"a": 1.0})
+    for g in (0.5, -2.0, 0.25):
+        u, s = tx.update({"a": jnp.asarray(g)}, s, {"a": 1.0})
+        v, r = ref.update({"a": jnp.asarray(g)}, r, {"a": 1.0})
+        np.testing.assert_allclose(u["a"], v["a"], rtol=1e-4)

@@ -183,3 +183,24 @@ def test_save_state_round_trip_keeps_dtypes_and_refuses_other_structures(tmp_pat
 
 if __name__ == "__main__":
     _main(sys.argv[1])
+
+
+def test_save_and_load_take_the_same_name(tmp_path):
+    # Issue 13, item 11: save_state("x") writes x.npz; load_state("x") reads it.
+    state = gf.adam(0.1).init({"w": jnp.arange(3.0)})
+    save_state(tmp_path / "x", state)
+    assert (tmp_path / "x.npz").exists()
+    _assert_bitwise(load_state(tmp_path / "x", state), state, "adam state ")
+    _assert_bitwise(load_state(str(tmp_path / "x.npz"), state), state, "adam state ")
+
+
+def test_bfloat16_mismatch_names_the_dtypes(tmp_path):
+    p = {"w": jnp.ones(3, jnp.bfloat16)}
+    save_state(tmp_path / "s.npz", gf.adam(0.1).init(p))
+    like = gf.adam(0.1).init({"w": jnp.ones(3, jnp.float16)})  # same item size: must not be reinterpreted
+    with pytest.raises(ValueError, match=r"bfloat16\[3\] in the file, float16\[3\] in `like`"):
+        load_state(tmp_path / "s.npz", like)
+    like32 = gf.adam(0.1).init({"w": jnp.ones(3, jnp.float32)})
+    with pytest.raises(ValueError, match=r"bfloat16\[3\] in the file, float32\[3\]") as info:
+        load_state(tmp_path / "s.npz", like32)
+    assert "V2" not in str(info.value)
