@@ -77,19 +77,33 @@ def state_sharding(tx: GradientTransformation, params: Any, params_sharding: Any
     replicated = _replicated_like(param_shardings[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
     state_shapes = jax.eval_shape(tx.init, abstract)
+    # A buffer is per-parameter when its shapes follow the parameters': init again with
+    # every dimension one longer, and only such buffers change with them. A history
+    # whose length happens to equal a one-leaf parameter's is not mistaken for one.
+    grown = jax.tree.map(lambda x: jax.ShapeDtypeStruct(tuple(d + 1 for d in x.shape), x.dtype), params)
+    grown_shapes = [tuple(d + 1 for d in s) for s in shapes]
+    try:
+        state_grown = jax.eval_shape(tx.init, grown)
+        if jax.tree.structure(state_grown) != jax.tree.structure(state_shapes):
+            state_grown = None
+    except Exception:  # a transform that needs these exact shapes: judge by shape alone
+        state_grown = None
+
+    def shapes_of(node: Any) -> list | None:
+        leaves = jax.tree.leaves(node)
+        return [tuple(x.shape) for x in leaves] if all(hasattr(x, "shape") for x in leaves) else None
 
     def params_like(node: Any) -> bool:
-        if jax.tree.structure(node) != treedef:
-            return False
-        leaves = jax.tree.leaves(node)
-        return all(hasattr(x, "shape") for x in leaves) and [tuple(x.shape) for x in leaves] == shapes
+        return jax.tree.structure(node) == treedef and shapes_of(node) == shapes
 
-    def assign(node: Any) -> Any:
-        if params_like(node):
+    def assign(node: Any, node_grown: Any = None) -> Any:
+        if params_like(node) and (state_grown is None or shapes_of(node_grown) == grown_shapes):
             return jax.tree.unflatten(treedef, param_shardings)
         return replicated
 
-    return jax.tree.map(assign, state_shapes, is_leaf=params_like)
+    if state_grown is None:
+        return jax.tree.map(assign, state_shapes, is_leaf=params_like)
+    return jax.tree.map(assign, state_shapes, state_grown, is_leaf=params_like)
 
 
 def init_sharded(tx: GradientTransformation, params: Any, params_sharding: Any = None) -> Any:

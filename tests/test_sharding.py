@@ -40,3 +40,30 @@ def test_eight_device_suite_in_subprocess():
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: gf.chain(gf.autoclip(history_size=128), gf.adam(0.1)),
+        lambda: gf.skip_spikes(gf.adam(0.1), window=128),
+    ],
+)
+def test_history_of_a_parameters_length_is_not_sharded_like_it(make):
+    # Issue 13, item 11: a (128,) history for a one-leaf (128,) params tree is not a per-parameter buffer.
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(jax.devices()[:1], ("x",))
+    sharded = NamedSharding(mesh, PartitionSpec("x"))
+    params = jax.ShapeDtypeStruct((128,), jnp.float32, sharding=sharded)
+    tx = make()
+    shardings = gf.state_sharding(tx, params)
+    state = jax.eval_shape(tx.init, jax.ShapeDtypeStruct((128,), jnp.float32))
+    flat_state = jax.tree_util.tree_leaves_with_path(state)
+    flat_sh = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+    specs = {jax.tree_util.keystr(p): s.spec for (p, _), s in zip(flat_state, flat_sh)}
+    history = [k for k in specs if "history" in k]
+    moments = [k for k in specs if k.endswith((".mu", ".nu"))]
+    assert history and moments, specs
+    assert all(specs[k] == PartitionSpec() for k in history), specs
+    assert all(specs[k] == PartitionSpec("x") for k in moments), specs
