@@ -148,6 +148,13 @@ def _checked(fn: str, init_fn, update_fn) -> GradientTransformation:
         return init_fn(tree_lib.as_arrays(params))
 
     def update(updates, state, params=None, **extra_args):
+        if state is None:
+            # optax's clippers are stateless and take update(g, None); gradflow's keep diagnostics.
+            raise TypeError(
+                f"{fn}: update got state=None; gradflow's clippers keep diagnostics in their state, "
+                f"so pass the state from init: state = tx.init(params), then "
+                f"updates, state = tx.update(grads, state)"
+            )
         updates = tree_lib.as_arrays(updates)
         if params is not None:
             params = tree_lib.as_arrays(params)

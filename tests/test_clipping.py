@@ -551,3 +551,22 @@ def test_autoclip_ring_buffer_keeps_cycling_past_int32_max():
         _, state = step({"w": jnp.array([v])}, state, params)
     assert sorted(np.asarray(state.history).tolist()) == [12.0, 13.0, 14.0, 15.0]
     assert int(state.num_recorded) >= 4
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: gf.clip(1.0),
+        lambda: gf.clip_by_norm(1.0),
+        lambda: gf.clip_by_global_norm(1.0),
+        lambda: gf.clip_by_block_rms(1.0),
+        lambda: gf.adaptive_grad_clip(0.1),
+        lambda: gf.autoclip(),
+        lambda: gf.zclip(),
+        lambda: gf.adagc(),
+    ],
+)
+def test_clipper_with_state_none_says_what_to_pass(make):
+    # Issue 13, item 13: optax's stateless clippers take update(g, None); gradflow's need their state.
+    with pytest.raises(TypeError, match=r"update got state=None.*state = tx\.init\(params\)"):
+        make().update({"w": jnp.ones(3)}, None, {"w": jnp.ones(3)})
