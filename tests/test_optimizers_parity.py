@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import chex
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -216,3 +218,38 @@ def test_defaults_differ_from_optax_where_the_docs_say_so():
     for ours, theirs in pairs:
         got, want = run_trajectory(ours, params, grads[:100]), run_trajectory(theirs, params, grads[:100])
         assert max(np.abs(got[-1][k] - want[-1][k]).max() for k in SHAPES) > 1e-4
+
+
+# The README's table of where gradflow's defaults differ from optax's: each row's arguments give
+# optax's default numbers, and without them the numbers differ.
+DEFAULTS_TABLE = {
+    "adagrad": (lambda: gf.adagrad(0.1, initial_accumulator_value=0.1, eps=1e-7, eps_in_sqrt=True),
+                lambda: gf.adagrad(0.1), lambda: optax.adagrad(0.1)),
+    "rmsprop": (lambda: gf.rmsprop(0.01, eps_in_sqrt=True), lambda: gf.rmsprop(0.01), lambda: optax.rmsprop(0.01)),
+    "amsgrad": (lambda: gf.amsgrad(0.01, max_of_debiased=True), lambda: gf.amsgrad(0.01), lambda: optax.amsgrad(0.01)),
+    "lars": (lambda: gf.lars(0.1, weight_decay=0.1, decay_inside_norm=True), lambda: gf.lars(0.1, weight_decay=0.1),
+             lambda: optax.lars(0.1, weight_decay=0.1)),
+    "adamw": (lambda: gf.adamw(0.01, weight_decay=1e-4), lambda: gf.adamw(0.01), lambda: optax.adamw(0.01)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULTS_TABLE))
+def test_readme_defaults_table(name, x64):
+    with_args, default, theirs = DEFAULTS_TABLE[name]
+    rng = np.random.default_rng(3)
+    params = {"w": jnp.asarray(rng.normal(size=(4, 3))), "b": jnp.asarray(rng.normal(size=3) * 1e-3)}
+    grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape) * (1e-3 if t % 7 else 1.0)), params)
+             for t in range(60)]
+
+    def run(tx):
+        p, s, out = params, tx.init(params), []
+        for g in grads:
+            u, s = tx.update(g, s, p)
+            p = optax.apply_updates(p, u)
+            out.append(p)
+        return out
+
+    want = run(theirs())
+    chex.assert_trees_all_close(run(with_args()), want, rtol=1e-10, atol=1e-12)
+    got_default = run(default())
+    assert not all(np.allclose(a["w"], b["w"], rtol=1e-6) for a, b in zip(got_default, want))
