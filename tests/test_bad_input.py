@@ -50,6 +50,7 @@ OUT_OF_RANGE = [
     (lambda: gf.apply_if_finite(gf.sgd(0.1), -1), "apply_if_finite: max_consecutive_errors", "-1"),
     (lambda: gf.skip_spikes(gf.sgd(0.1), window=1), "skip_spikes: window", "1"),
     (lambda: gf.reduce_on_plateau(factor=2.0), "reduce_on_plateau: factor", "2.0"),
+    (lambda: gf.reduce_on_plateau(eps=-1e-8), "reduce_on_plateau: eps", "-1e-08"),
     (lambda: gf.restart_on_loss(SCHED, patience=-1), "restart_on_loss: patience", "-1"),
     (lambda: gf.restart_on_loss(SCHED), "restart_on_loss: give threshold, patience or both", "None"),
     (lambda: gf.restart_on_loss(0.1, patience=1), "restart_on_loss: schedule", "0.1"),
@@ -272,3 +273,63 @@ def test_row_non_finite_gradients_are_not_an_error():
     guard = gf.apply_if_finite(gf.adam(0.1), max_consecutive_errors=3)
     u, state = guard.update(g, guard.init(PARAMS), PARAMS)
     assert bool(state.skipped) and all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(u))
+
+
+@pytest.mark.parametrize("name", CHAINED)
+def test_row_updates_leaf_shape_differs(name):
+    tx = CHAINED[name]()
+    grads = {"w": jnp.ones((3, 1), jnp.float32), "b": jnp.ones((2,), jnp.float32)}
+    with pytest.raises(ValueError, match=r"updates leaf \['w'\] has shape \(3, 1\) but the .* leaf has shape \(3,\)"):
+        jax.jit(tx.update)(grads, tx.init(PARAMS), PARAMS)
+    with pytest.raises(ValueError, match=r"apply_updates: updates leaf \['w'\] has shape \(3, 1\)"):
+        gf.apply_updates(PARAMS, grads)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: gf.sgd(0.1, True), "sgd: momentum must be a number or a schedule, got True"),
+        (lambda: gf.adam(True), "adam: learning_rate must be a number or a schedule, got True"),
+        (lambda: gf.adam(0.1, b1=np.bool_(False)), "adam: b1 must be a number or a schedule"),
+        (lambda: gf.apply_if_finite(gf.sgd(0.1), True), "apply_if_finite: max_consecutive_errors must be an integer"),
+        (lambda: gf.reduce_on_plateau(patience=True), "reduce_on_plateau: patience must be an integer"),
+    ],
+)
+def test_row_boolean_hyperparameter(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_row_set_hyperparams_bad_value():
+    state = gf.inject_hyperparams(gf.adam)(0.1).init(PARAMS)
+    with pytest.raises(ValueError, match=r"set_hyperparams: adam: b2 must be in \[0, 1\), got 1.0"):
+        gf.set_hyperparams(state, b2=1.0)
+    with pytest.raises(ValueError, match="set_hyperparams: b1 must be a scalar number"):
+        gf.set_hyperparams(state, b1=np.array([0.9, 0.5, 0.0]))
+    scheduled = gf.inject_hyperparams(gf.adam)(SCHED).init(PARAMS)
+    with pytest.raises(ValueError, match=r"set_hyperparams: \['learning_rate'\] follow a schedule"):
+        gf.set_hyperparams(scheduled, learning_rate=0.2)
+
+
+@pytest.mark.parametrize("name", ["clip", "clip_by_norm", "clip_by_global_norm", "autoclip", "zclip", "adagc"])
+def test_row_clipper_state_none(name):
+    tx = {"clip": lambda: gf.clip(1.0), "clip_by_norm": lambda: gf.clip_by_norm(1.0),
+          "clip_by_global_norm": lambda: gf.clip_by_global_norm(1.0)}.get(name, getattr(gf, name))()
+    with pytest.raises(TypeError, match=f"{name}: update got state=None.*state = tx.init"):
+        tx.update(PARAMS, None, PARAMS)
+
+
+def test_row_load_state_names_dtypes(tmp_path):
+    save_state(tmp_path / "s", gf.adam(0.1).init({"w": jnp.ones(3, jnp.bfloat16)}))
+    with pytest.raises(ValueError, match=r"bfloat16\[3\] in the file, float16\[3\] in `like`"):
+        load_state(tmp_path / "s", gf.adam(0.1).init({"w": jnp.ones(3, jnp.float16)}))
+
+
+def test_row_python_numbers_and_numpy_integers_are_fine():
+    tx = gf.adam(0.1)
+    u, _ = tx.update({"a": jnp.asarray(0.5)}, tx.init({"a": 1.0}), {"a": 1.0})
+    assert np.isfinite(float(gf.apply_updates({"a": 1.0}, u)["a"]))
+    gf.reduce_on_plateau(patience=np.int64(3), cooldown=np.int32(1), accumulation_size=np.uint8(2))
+    gf.restart_on_loss(SCHED, patience=np.int64(3))
+    gf.skip_spikes(gf.sgd(0.1), window=np.int64(8), min_samples=np.int16(4))
+    gf.cosine_decay_schedule(0.1, np.int64(10))
