@@ -85,6 +85,9 @@ from gradflow.schedules import warmup_exponential_decay_schedule
 from gradflow.schedules import wsd_schedule
 from gradflow.sharding import init_sharded
 from gradflow.sharding import state_sharding
+from gradflow.spikes import ScaleByAdamAtan2State
+from gradflow.spikes import adam_atan2
+from gradflow.spikes import scale_by_adam_atan2
 from gradflow.tree import global_norm
 from gradflow.tree import safe_increment
 
@@ -95,6 +98,7 @@ __all__ = [
     "AdagcState",
     "adagrad",
     "adam",
+    "adam_atan2",
     "adamw",
     "adaptive_grad_clip",
     "AdaptiveGradClipState",
@@ -149,12 +153,14 @@ __all__ = [
     "save_state",
     "scale",
     "scale_by_adam",
+    "scale_by_adam_atan2",
     "scale_by_amsgrad",
     "scale_by_learning_rate",
     "scale_by_rms",
     "scale_by_rss",
     "scale_by_schedule",
     "scale_by_trust_ratio",
+    "ScaleByAdamAtan2State",
     "ScaleByAdamState",
     "ScaleByAmsgradState",
     "ScaleByRmsState",

@@ -22,6 +22,7 @@ OPTIMIZERS = {
     "lars": lambda: gf.lars(0.1, weight_decay=1e-4),
     "lamb": lambda: gf.lamb(0.01, weight_decay=0.01),
     "adam_warmup_cosine": lambda: gf.adam(gf.warmup_cosine_decay_schedule(0.0, 0.01, 2, 10)),
+    "adam_atan2": lambda: gf.adam_atan2(0.01, weight_decay=0.01),
 }
 
 CLIPPERS = {

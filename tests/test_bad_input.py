@@ -30,6 +30,8 @@ OUT_OF_RANGE = [
     (lambda: gf.adamw(0.1, weight_decay=-0.1), "adamw: weight_decay", "-0.1"),
     (lambda: gf.lars(0.1, momentum=2.0), "lars: momentum", "2.0"),
     (lambda: gf.lamb(0.1, b1=1.0), "lamb: b1", "1.0"),
+    (lambda: gf.adam_atan2(0.1, a=0.0), "adam_atan2: a", "0.0"),
+    (lambda: gf.scale_by_adam_atan2(b=-1.0), "scale_by_adam_atan2: b", "-1.0"),
     (lambda: gf.scale_by_rss(eps=-1.0), "scale_by_rss: eps", "-1.0"),
     (lambda: gf.scale_by_rms(decay=1.2), "scale_by_rms: decay", "1.2"),
     (lambda: gf.scale_by_adam(b2=1.0), "scale_by_adam: b2", "1.0"),
@@ -245,6 +247,12 @@ def test_row_clip_complex_leaves():
     g = {"z": jnp.asarray([3 + 4j], jnp.complex64)}
     with pytest.raises(ValueError, match="[Cc]omplex"):
         gf.clip(1.0).update(g, gf.clip(1.0).init(g))
+
+
+def test_row_atan2_complex_leaves():
+    params = {"z": jnp.asarray([3 + 4j], jnp.complex64)}
+    with pytest.raises(TypeError, match=r"adam_atan2: params leaf \['z'\] has dtype complex64; atan2 needs real leaves"):
+        gf.adam_atan2(0.1).init(params)
 
 
 def test_row_inject_names():
