@@ -86,8 +86,11 @@ from gradflow.schedules import wsd_schedule
 from gradflow.sharding import init_sharded
 from gradflow.sharding import state_sharding
 from gradflow.spikes import ScaleByAdamAtan2State
+from gradflow.spikes import ScaleByStableAdamState
 from gradflow.spikes import adam_atan2
 from gradflow.spikes import scale_by_adam_atan2
+from gradflow.spikes import scale_by_stable_adam
+from gradflow.spikes import stable_adamw
 from gradflow.tree import global_norm
 from gradflow.tree import safe_increment
 
@@ -159,6 +162,7 @@ __all__ = [
     "scale_by_rms",
     "scale_by_rss",
     "scale_by_schedule",
+    "scale_by_stable_adam",
     "scale_by_trust_ratio",
     "ScaleByAdamAtan2State",
     "ScaleByAdamState",
@@ -166,12 +170,14 @@ __all__ = [
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScaleByScheduleState",
+    "ScaleByStableAdamState",
     "ScaleByTrustRatioState",
     "set_hyperparams",
     "sgd",
     "sgdr_schedule",
     "skip_spikes",
     "SkipSpikesState",
+    "stable_adamw",
     "state_sharding",
     "stateless",
     "stats",

@@ -23,6 +23,7 @@ OPTIMIZERS = {
     "lamb": lambda: gf.lamb(0.01, weight_decay=0.01),
     "adam_warmup_cosine": lambda: gf.adam(gf.warmup_cosine_decay_schedule(0.0, 0.01, 2, 10)),
     "adam_atan2": lambda: gf.adam_atan2(0.01, weight_decay=0.01),
+    "stable_adamw": lambda: gf.stable_adamw(0.01, weight_decay=0.01),
 }
 
 CLIPPERS = {

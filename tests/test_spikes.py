@@ -135,6 +135,12 @@ BAD = [
     (lambda: gf.adam_atan2(0.1, weight_decay=-1.0), "adam_atan2: weight_decay", "-1.0"),
     (lambda: gf.adam_atan2(0.1, a=math.nan), "adam_atan2: a", "nan"),
     (lambda: gf.scale_by_adam_atan2(b=math.inf), "scale_by_adam_atan2: b", "inf"),
+    (lambda: gf.stable_adamw(-1.0), "stable_adamw: learning_rate", "-1.0"),
+    (lambda: gf.stable_adamw(0.1, b2=1.0), "stable_adamw: b2", "1.0"),
+    (lambda: gf.stable_adamw(0.1, eps=0.0), "stable_adamw: eps", "0.0"),
+    (lambda: gf.stable_adamw(0.1, clip_threshold=-1.0), "stable_adamw: clip_threshold", "-1.0"),
+    (lambda: gf.stable_adamw(0.1, weight_decay=math.nan), "stable_adamw: weight_decay", "nan"),
+    (lambda: gf.scale_by_stable_adam(clip_threshold=0.0), "scale_by_stable_adam: clip_threshold", "0.0"),
 ]
 
 
@@ -147,6 +153,7 @@ def test_bad_hyperparameters_raise_value_error(call, name, value):
 
 OPTIMIZERS = {
     "adam_atan2": (gf.adam_atan2, dict(learning_rate=0.01, weight_decay=0.01)),
+    "stable_adamw": (gf.stable_adamw, dict(learning_rate=0.01, weight_decay=0.01, clip_threshold=0.8)),
 }
 
 
@@ -196,3 +203,64 @@ def test_inject_hyperparams_bitwise_and_optax_inject(name):
     for k in plain:
         np.testing.assert_allclose(via_optax[k], plain[k], rtol=1e-5, atol=1e-6, err_msg=k)
     assert not np.allclose(plain["w"][-1], params["w"])
+
+
+# --------------------------------------------------------------------------------------------
+# stable_adamw
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [dict(weight_decay=0.1), dict(b1=0.8, b2=0.95, eps=1e-4, weight_decay=0.0, clip_threshold=0.5)])
+def test_stable_adamw_matches_reference(dtype, kwargs):
+    params, grads = _problem(5)
+    got, states = _run(gf.stable_adamw(0.01, **kwargs), params, grads, dtype)
+    want, rms = reference_spikes.stable_adamw(params, grads, 0.01, **kwargs)
+    _close(got, want, dtype)
+    _moved(got, params)
+    # The diagnostics: the largest per-tensor RMS and how many tensors were shrunk, at every step.
+    d = kwargs.get("clip_threshold", 1.0)
+    for t, (s, r) in enumerate(zip(states, rms)):
+        st = gf.stats(s)
+        np.testing.assert_allclose(st["scale_by_stable_adam/max_rms"], max(r.values()), rtol=1e-4, err_msg=str(t))
+        assert int(st["scale_by_stable_adam/num_leaves_clipped"]) == sum(x > d for x in r.values()), t
+    n_steps_clipped = sum(any(x > d for x in r.values()) for r in rms)
+    assert 0 < n_steps_clipped < STEPS
+    assert int(gf.stats(states[-1])["scale_by_stable_adam/num_clipped"]) == n_steps_clipped
+
+
+def test_stable_adamw_cuts_a_spiking_tensor_only():
+    params = {"w": jnp.zeros((16,), jnp.float32), "b": jnp.zeros((4,), jnp.float32)}
+    tx = gf.scale_by_stable_adam()
+    s = tx.init(params)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        g = {k: jnp.asarray(rng.standard_normal(p.shape), jnp.float32) for k, p in params.items()}
+        _, s = tx.update(g, s)
+    g = {"w": jnp.asarray(rng.standard_normal(16) * 1e3, jnp.float32), "b": jnp.asarray(rng.standard_normal(4), jnp.float32)}
+    u, s2 = tx.update(g, s)
+    plain, _ = gf.scale_by_adam(0.9, 0.99, 1e-6).update(g, gf.ScaleByAdamState(s.count, s.mu, s.nu))
+    # b: not clipped, bit for bit Adam's direction with ε outside the root.
+    np.testing.assert_array_equal(np.asarray(u["b"]), np.asarray(plain["b"]))
+    # w: Adam's direction times d/RMS, with RMS from g²/v̂ of this step.
+    v_hat = np.asarray(s2.nu["w"], np.float64) / (1 - 0.99 ** int(s2.count))
+    rms = math.sqrt(np.mean(np.asarray(g["w"], np.float64) ** 2 / np.maximum(v_hat, 1e-12)))
+    assert rms > 1.0
+    np.testing.assert_allclose(np.asarray(u["w"]), np.asarray(plain["w"]) / rms, rtol=1e-5)
+    assert int(s2.num_leaves_clipped) == 1 and int(s2.num_clipped) == int(s.num_clipped) + 1
+
+
+def test_stable_adamw_with_unreachable_threshold_is_adamw():
+    params, grads = _problem(6, steps=100)
+    got, _ = _run(gf.stable_adamw(0.01, weight_decay=0.05, clip_threshold=1e30), params, grads)
+    want, _ = _run(gf.adamw(0.01, b1=0.9, b2=0.99, eps=1e-6, weight_decay=0.05), params, grads)
+    _close(got, want, jnp.float32)
+
+
+def test_stable_adamw_empty_and_complex_leaves():
+    params = {"e": jnp.zeros((0, 3), jnp.float32), "z": jnp.ones((3,), jnp.complex64)}
+    tx = gf.stable_adamw(0.1)
+    s = tx.init(params)
+    g = {"e": jnp.zeros((0, 3), jnp.float32), "z": jnp.asarray([1 + 1j, 2j, -1.0], jnp.complex64)}
+    u, s = jax.jit(tx.update)(g, s, params)
+    chex.assert_tree_all_finite(u)
+    assert u["z"].dtype == jnp.complex64 and s[0].max_rms.dtype == jnp.float32
