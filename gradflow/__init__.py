@@ -25,6 +25,7 @@ from gradflow.clipping import ClipByBlockRmsState
 from gradflow.clipping import ClipByGlobalNormState
 from gradflow.clipping import ClipByNormState
 from gradflow.clipping import ClipState
+from gradflow.clipping import ClipUpdateNormState
 from gradflow.clipping import ZclipState
 from gradflow.clipping import adagc
 from gradflow.clipping import adaptive_grad_clip
@@ -33,6 +34,7 @@ from gradflow.clipping import clip
 from gradflow.clipping import clip_by_block_rms
 from gradflow.clipping import clip_by_global_norm
 from gradflow.clipping import clip_by_norm
+from gradflow.clipping import clip_update_norm
 from gradflow.clipping import zclip
 from gradflow.diagnostics import MonitorState
 from gradflow.diagnostics import monitor
@@ -118,10 +120,12 @@ __all__ = [
     "clip_by_block_rms",
     "clip_by_global_norm",
     "clip_by_norm",
+    "clip_update_norm",
     "ClipByBlockRmsState",
     "ClipByGlobalNormState",
     "ClipByNormState",
     "ClipState",
+    "ClipUpdateNormState",
     "constant_schedule",
     "cosine_decay_schedule",
     "cosine_onecycle_schedule",

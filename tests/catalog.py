@@ -35,6 +35,7 @@ CLIPPERS = {
     "autoclip": lambda: gf.autoclip(),
     "zclip": lambda: gf.zclip(warmup_steps=2),
     "adagc": lambda: gf.adagc(),
+    "clip_update_norm": lambda: gf.clip_update_norm(window=4, min_history=2),
 }
 
 GUARDS = {

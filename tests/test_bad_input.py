@@ -51,6 +51,8 @@ OUT_OF_RANGE = [
     (lambda: gf.autoclip(percentile=101.0), "autoclip: percentile", "101.0"),
     (lambda: gf.zclip(alpha=1.5), "zclip: alpha", "1.5"),
     (lambda: gf.adagc(beta=1.0), "adagc: beta", "1.0"),
+    (lambda: gf.clip_update_norm(window=0), "clip_update_norm: window", "0"),
+    (lambda: gf.clip_update_norm(8, min_history=9), "clip_update_norm: min_history", "9"),
     (lambda: gf.apply_if_finite(gf.sgd(0.1), -1), "apply_if_finite: max_consecutive_errors", "-1"),
     (lambda: gf.skip_spikes(gf.sgd(0.1), window=1), "skip_spikes: window", "1"),
     (lambda: gf.reduce_on_plateau(factor=2.0), "reduce_on_plateau: factor", "2.0"),
