@@ -88,10 +88,13 @@ from gradflow.schedules import wsd_schedule
 from gradflow.sharding import init_sharded
 from gradflow.sharding import state_sharding
 from gradflow.spikes import ScaleByAdamAtan2State
+from gradflow.spikes import ScaleBySpamState
 from gradflow.spikes import ScaleByStableAdamState
 from gradflow.spikes import adam_atan2
 from gradflow.spikes import scale_by_adam_atan2
+from gradflow.spikes import scale_by_spam
 from gradflow.spikes import scale_by_stable_adam
+from gradflow.spikes import spam
 from gradflow.spikes import stable_adamw
 from gradflow.tree import global_norm
 from gradflow.tree import safe_increment
@@ -166,6 +169,7 @@ __all__ = [
     "scale_by_rms",
     "scale_by_rss",
     "scale_by_schedule",
+    "scale_by_spam",
     "scale_by_stable_adam",
     "scale_by_trust_ratio",
     "ScaleByAdamAtan2State",
@@ -174,6 +178,7 @@ __all__ = [
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScaleByScheduleState",
+    "ScaleBySpamState",
     "ScaleByStableAdamState",
     "ScaleByTrustRatioState",
     "set_hyperparams",
@@ -181,6 +186,7 @@ __all__ = [
     "sgdr_schedule",
     "skip_spikes",
     "SkipSpikesState",
+    "spam",
     "stable_adamw",
     "state_sharding",
     "stateless",

@@ -24,6 +24,8 @@ OPTIMIZERS = {
     "adam_warmup_cosine": lambda: gf.adam(gf.warmup_cosine_decay_schedule(0.0, 0.01, 2, 10)),
     "adam_atan2": lambda: gf.adam_atan2(0.01, weight_decay=0.01),
     "stable_adamw": lambda: gf.stable_adamw(0.01, weight_decay=0.01),
+    "spam": lambda: gf.spam(0.01, threshold=100.0, reset_interval=3, warmup_steps=2, clip_start=1),
+    "spam_adaptive": lambda: gf.spam(0.01, adaptive_clip=True, reset_interval=3, warmup_steps=2),
 }
 
 CLIPPERS = {
