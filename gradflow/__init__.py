@@ -47,6 +47,9 @@ from gradflow.inject import InjectHyperparamsState
 from gradflow.inject import current_hyperparams
 from gradflow.inject import inject_hyperparams
 from gradflow.inject import set_hyperparams
+from gradflow.loss_scale import DynamicLossScaleState
+from gradflow.loss_scale import dynamic_loss_scale
+from gradflow.loss_scale import loss_scale
 from gradflow.optimizers import adagrad
 from gradflow.optimizers import adam
 from gradflow.optimizers import adamw
@@ -133,6 +136,8 @@ __all__ = [
     "cosine_decay_schedule",
     "cosine_onecycle_schedule",
     "current_hyperparams",
+    "dynamic_loss_scale",
+    "DynamicLossScaleState",
     "EmptyState",
     "exponential_decay",
     "global_norm",
@@ -148,6 +153,7 @@ __all__ = [
     "linear_onecycle_schedule",
     "linear_schedule",
     "load_state",
+    "loss_scale",
     "monitor",
     "MonitorState",
     "piecewise_constant_schedule",

@@ -44,6 +44,7 @@ GUARDS = {
     "apply_if_finite": lambda: gf.apply_if_finite(gf.adam(0.01), max_consecutive_errors=3),
     "skip_spikes": lambda: gf.skip_spikes(gf.adam(0.01), window=8, min_samples=2),
     "monitor": lambda: gf.monitor(gf.adam(0.01)),
+    "dynamic_loss_scale": lambda: gf.dynamic_loss_scale(gf.adam(0.01), init_scale=4.0, growth_interval=2),
 }
 
 SCHEDULES = {

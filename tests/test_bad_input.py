@@ -57,6 +57,8 @@ OUT_OF_RANGE = [
     (lambda: gf.clip_update_norm(8, min_history=9), "clip_update_norm: min_history", "9"),
     (lambda: gf.apply_if_finite(gf.sgd(0.1), -1), "apply_if_finite: max_consecutive_errors", "-1"),
     (lambda: gf.skip_spikes(gf.sgd(0.1), window=1), "skip_spikes: window", "1"),
+    (lambda: gf.dynamic_loss_scale(gf.sgd(0.1), backoff_factor=1.5), "dynamic_loss_scale: backoff_factor", "1.5"),
+    (lambda: gf.dynamic_loss_scale(gf.sgd(0.1), growth_interval=0), "dynamic_loss_scale: growth_interval", "0"),
     (lambda: gf.reduce_on_plateau(factor=2.0), "reduce_on_plateau: factor", "2.0"),
     (lambda: gf.restart_on_loss(SCHED, patience=-1), "restart_on_loss: patience", "-1"),
     (lambda: gf.restart_on_loss(SCHED), "restart_on_loss: give threshold, patience or both", "None"),
@@ -259,6 +261,11 @@ def test_row_atan2_complex_leaves():
     params = {"z": jnp.asarray([3 + 4j], jnp.complex64)}
     with pytest.raises(TypeError, match=r"adam_atan2: params leaf \['z'\] has dtype complex64; atan2 needs real leaves"):
         gf.adam_atan2(0.1).init(params)
+
+
+def test_row_loss_scale_without_dynamic_loss_scale():
+    with pytest.raises(ValueError, match="loss_scale: the state holds no DynamicLossScaleState"):
+        gf.loss_scale(gf.adam(0.1).init(PARAMS))
 
 
 def test_row_inject_names():
