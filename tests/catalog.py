@@ -22,6 +22,10 @@ OPTIMIZERS = {
     "lars": lambda: gf.lars(0.1, weight_decay=1e-4),
     "lamb": lambda: gf.lamb(0.01, weight_decay=0.01),
     "adam_warmup_cosine": lambda: gf.adam(gf.warmup_cosine_decay_schedule(0.0, 0.01, 2, 10)),
+    "adam_atan2": lambda: gf.adam_atan2(0.01, weight_decay=0.01),
+    "stable_adamw": lambda: gf.stable_adamw(0.01, weight_decay=0.01),
+    "spam": lambda: gf.spam(0.01, threshold=100.0, reset_interval=3, warmup_steps=2, clip_start=1),
+    "spam_adaptive": lambda: gf.spam(0.01, adaptive_clip=True, reset_interval=3, warmup_steps=2),
 }
 
 CLIPPERS = {
@@ -33,12 +37,14 @@ CLIPPERS = {
     "autoclip": lambda: gf.autoclip(),
     "zclip": lambda: gf.zclip(warmup_steps=2),
     "adagc": lambda: gf.adagc(),
+    "clip_update_norm": lambda: gf.clip_update_norm(window=4, min_history=2),
 }
 
 GUARDS = {
     "apply_if_finite": lambda: gf.apply_if_finite(gf.adam(0.01), max_consecutive_errors=3),
     "skip_spikes": lambda: gf.skip_spikes(gf.adam(0.01), window=8, min_samples=2),
     "monitor": lambda: gf.monitor(gf.adam(0.01)),
+    "dynamic_loss_scale": lambda: gf.dynamic_loss_scale(gf.adam(0.01), init_scale=4.0, growth_interval=2),
 }
 
 SCHEDULES = {
