@@ -39,6 +39,8 @@ from gradflow.clipping import zclip
 from gradflow.diagnostics import MonitorState
 from gradflow.diagnostics import monitor
 from gradflow.diagnostics import stats
+from gradflow.flat import FlattenSmallState
+from gradflow.flat import flatten_small
 from gradflow.guards import ApplyIfFiniteState
 from gradflow.guards import SkipSpikesState
 from gradflow.guards import apply_if_finite
@@ -140,6 +142,8 @@ __all__ = [
     "DynamicLossScaleState",
     "EmptyState",
     "exponential_decay",
+    "flatten_small",
+    "FlattenSmallState",
     "global_norm",
     "GradientTransformation",
     "identity",

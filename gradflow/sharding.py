@@ -74,6 +74,9 @@ def state_sharding(tx: GradientTransformation, params: Any, params_sharding: Any
     param_shardings = jax.tree.leaves(params_sharding)
     if not param_shardings:
         return jax.tree.map(lambda _: None, jax.eval_shape(tx.init, params))
+    packed_sharding = getattr(tx.init, "packed_sharding", None)
+    if packed_sharding is not None:  # gradflow.flatten_small: the state is built on packed leaves
+        return packed_sharding(params_sharding, params)
     replicated = _replicated_like(param_shardings[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
     state_shapes = jax.eval_shape(tx.init, abstract)

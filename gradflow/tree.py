@@ -12,28 +12,37 @@ from jax.sharding import AxisType
 INT32_MAX = np.iinfo(np.int32).max
 
 
-# Leaves up to this many elements have their sums of squares formed together, by one
-# variadic reduce per (shape, dtype) group of up to _GROUP leaves. XLA compiles one
-# reduce kernel per reduce op, so a tree of 2000 small leaves compiles about 5x faster
-# this way (and runs faster); large leaves keep one reduce each, which vectorises better.
-# Leaves sharded over a mesh with automatic axes are never grouped: their shardings are
-# unknown while tracing, and one reduce over differently sharded operands would make
-# XLA gather them.
-_SMALL = 1 << 14
-_GROUP = 64
+# Leaves up to _SMALL elements are reduced together: XLA compiles one kernel per
+# distinct reduction, and a tree of many small leaves of different shapes spends most
+# of its compile time there (1000 varied leaves: 24 s reducing each leaf, under 1 s
+# reducing them together). For the global norm the small leaves' squares are raveled,
+# concatenated per accumulation dtype and summed once; for per-leaf sums they are padded
+# with zeros to a common length per size bucket (powers of two) and stacked, one reduce
+# per bucket. Larger leaves keep one reduce each, fused into their producers: copying
+# them would cost more memory traffic than it saves (the threshold is measured by
+# benchmarks/step_bench.py's cases). Leaves sharded over a mesh with automatic axes are
+# never concatenated: their shardings are unknown while tracing, and a concatenation of
+# differently sharded operands would make XLA gather them. Neither are leaves with a
+# non-replicated explicit sharding.
+_SMALL = 1 << 16
 
 
 def _group_key(x: Any) -> Any:
-    """The key small leaves are grouped by, or None when ``x`` must be reduced on its own."""
+    """The key small leaves are concatenated by, or None when ``x`` must be reduced on its own.
+
+    The key is the accumulation dtype of ``x``'s squares; leaves with equal keys
+    can be raveled and concatenated without moving data between devices.
+    """
+    acc = jnp.promote_types(np.real(np.zeros((), x.dtype)).dtype, jnp.float32)
     try:
         sharding = jax.typeof(x).sharding
         mesh = sharding.mesh
     except (AttributeError, TypeError):
-        return (x.shape, jnp.dtype(x.dtype))
+        return acc
     if not mesh.axis_names or all(t == AxisType.Manual for t in mesh.axis_types):
-        return (x.shape, jnp.dtype(x.dtype))  # one device, or per-shard values inside shard_map
-    if all(t == AxisType.Explicit for t in mesh.axis_types):
-        return (x.shape, jnp.dtype(x.dtype), sharding.spec)
+        return acc  # one device, or per-shard values inside shard_map
+    if all(t == AxisType.Explicit for t in mesh.axis_types) and all(p is None for p in sharding.spec):
+        return acc  # replicated over an explicit mesh
     return None
 
 
@@ -51,13 +60,31 @@ def _square_sum(x: jnp.ndarray) -> jnp.ndarray:
     return jnp.sum(_abs_sq(x))
 
 
-def _grouped_sums(squares: list) -> list:
-    """Σ over all axes of each array in ``squares`` (same shape and dtype), as one variadic reduce."""
+def _small_groups(leaves: list) -> tuple[list, dict]:
+    """(indices of leaves reduced on their own, {key: indices of small leaves reduced together})."""
+    alone: list = []
+    groups: dict = {}
+    for i, x in enumerate(leaves):
+        key = _group_key(x) if 0 < x.size <= _SMALL else None
+        if key is None:
+            alone.append(i)
+        else:
+            groups.setdefault(key, []).append(i)
+    return alone, groups
+
+
+def _bucket(size: int) -> int:
+    """The power of two ≥ ``size`` that a small leaf is padded towards for per-leaf sums."""
+    return 1 << max(int(size) - 1, 0).bit_length()
+
+
+def _stacked_sums(squares: list) -> jnp.ndarray:
+    """Σ of each 1-D array in ``squares`` (one dtype), as one reduce over a zero-padded stack."""
     if len(squares) == 1:
-        return [jnp.sum(squares[0])]
-    zeros = tuple(jnp.zeros((), x.dtype) for x in squares)
-    add = lambda a, b: tuple(p + q for p, q in zip(a, b))  # noqa: E731
-    return list(jax.lax.reduce(tuple(squares), zeros, add, tuple(range(squares[0].ndim))))
+        return jnp.sum(squares[0])[None]
+    width = max(s.size for s in squares)
+    rows = [s if s.size == width else jnp.pad(s, (0, width - s.size)) for s in squares]
+    return jnp.sum(jnp.stack(rows), axis=1)
 
 
 def _across(total: jnp.ndarray, axis_name: Any) -> jnp.ndarray:
@@ -68,23 +95,23 @@ def _across(total: jnp.ndarray, axis_name: Any) -> jnp.ndarray:
 def square_sums(leaves: list, axis_name: Any = None) -> list:
     """[Σ|x|² for x in leaves], each accumulated in at least float32.
 
-    Small leaves of one shape and dtype are reduced together (see ``_SMALL``):
-    no leaf is copied or concatenated, so shardings are kept. ``axis_name`` as in
-    :func:`global_norm` (one ``psum`` of the stacked sums).
+    Small leaves (see ``_SMALL``) of one accumulation dtype are raveled, padded
+    with zeros to a common length per size bucket, stacked and reduced by one
+    reduce per bucket; sharded leaves are never stacked with others.
+    ``axis_name`` as in :func:`global_norm` (one ``psum`` of the stacked sums).
     """
     out: list = [None] * len(leaves)
-    groups: dict = {}
-    for i, x in enumerate(leaves):
-        key = _group_key(x) if x.size <= _SMALL else None
-        if key is None:
-            out[i] = _square_sum(x)
-        else:
-            groups.setdefault(key, []).append(i)
+    alone, groups = _small_groups(leaves)
+    for i in alone:
+        out[i] = _square_sum(leaves[i])
     for idx in groups.values():
-        for start in range(0, len(idx), _GROUP):
-            chunk = idx[start : start + _GROUP]
-            for i, total in zip(chunk, _grouped_sums([_abs_sq(leaves[i]) for i in chunk])):
-                out[i] = total
+        buckets: dict = {}
+        for i in idx:
+            buckets.setdefault(_bucket(leaves[i].size), []).append(i)
+        for chunk in buckets.values():
+            sums = _stacked_sums([_abs_sq(leaves[i]).ravel() for i in chunk])
+            for j, i in enumerate(chunk):
+                out[i] = sums[j]
     if axis_name is not None and out:
         dtype = jnp.result_type(*out)
         summed = jax.lax.psum(jnp.stack([t.astype(dtype) for t in out]), axis_name)
@@ -92,11 +119,23 @@ def square_sums(leaves: list, axis_name: Any = None) -> list:
     return out
 
 
+def _partial_sums(leaves: list) -> list:
+    """Partial sums whose total is Σ_leaves Σ|x|²: one per large leaf, one per dtype of small leaves."""
+    alone, groups = _small_groups(leaves)
+    sums = [_square_sum(leaves[i]) for i in alone]
+    for idx in groups.values():
+        parts = [_abs_sq(leaves[i]).ravel() for i in idx]
+        sums.append(jnp.sum(parts[0] if len(parts) == 1 else jnp.concatenate(parts)))
+    return sums
+
+
 def global_norm(tree: Any, axis_name: Any = None) -> jnp.ndarray:
     """‖g‖₂ over every element of every leaf: √(Σ_leaves Σ_i |g_i|²).
 
     Accumulates in at least float32 (float64 when the leaves are float64) and
-    returns a scalar. An empty tree has norm 0.
+    returns a scalar. An empty tree has norm 0. Small leaves of one dtype are
+    concatenated and reduced once (never sharded ones), so the sum's order, and
+    its last bits, may differ from a leaf-by-leaf sum.
 
     Under ``jax.jit`` with sharded inputs the sums are global already (XLA
     inserts the all-reduce). Inside ``shard_map``, where each call sees only its
@@ -106,9 +145,10 @@ def global_norm(tree: Any, axis_name: Any = None) -> jnp.ndarray:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.zeros((), jnp.float32)
-    sums = square_sums(leaves)
+    sums = _partial_sums(leaves)
     dtype = jnp.result_type(*sums)
-    return jnp.sqrt(_across(jnp.sum(jnp.stack([t.astype(dtype) for t in sums])), axis_name))
+    total = sums[0] if len(sums) == 1 else jnp.sum(jnp.stack([t.astype(dtype) for t in sums]))
+    return jnp.sqrt(_across(total, axis_name))
 
 
 def leaf_norm(x: jnp.ndarray, axis_name: Any = None) -> jnp.ndarray:
