@@ -39,6 +39,8 @@ GUARDS = {
     "apply_if_finite": lambda: gf.apply_if_finite(gf.adam(0.01), max_consecutive_errors=3),
     "skip_spikes": lambda: gf.skip_spikes(gf.adam(0.01), window=8, min_samples=2),
     "monitor": lambda: gf.monitor(gf.adam(0.01)),
+    # watch_loss=False: the generic tests do not all pass value=loss (test_protect covers loss watching)
+    "protect": lambda: gf.protect(gf.adam(0.01), watch_loss=False, window=8, min_samples=2, clip_to_history=3.0),
 }
 
 SCHEDULES = {
