@@ -25,6 +25,7 @@ from gradflow.clipping import ClipByBlockRmsState
 from gradflow.clipping import ClipByGlobalNormState
 from gradflow.clipping import ClipByNormState
 from gradflow.clipping import ClipState
+from gradflow.clipping import ClipUpdateNormState
 from gradflow.clipping import ZclipState
 from gradflow.clipping import adagc
 from gradflow.clipping import adaptive_grad_clip
@@ -33,6 +34,7 @@ from gradflow.clipping import clip
 from gradflow.clipping import clip_by_block_rms
 from gradflow.clipping import clip_by_global_norm
 from gradflow.clipping import clip_by_norm
+from gradflow.clipping import clip_update_norm
 from gradflow.clipping import zclip
 from gradflow.diagnostics import MonitorState
 from gradflow.diagnostics import monitor
@@ -87,6 +89,12 @@ from gradflow.schedules import warmup_exponential_decay_schedule
 from gradflow.schedules import wsd_schedule
 from gradflow.sharding import init_sharded
 from gradflow.sharding import state_sharding
+from gradflow.spikes import ScaleByAdamAtan2State
+from gradflow.spikes import ScaleByStableAdamState
+from gradflow.spikes import adam_atan2
+from gradflow.spikes import scale_by_adam_atan2
+from gradflow.spikes import scale_by_stable_adam
+from gradflow.spikes import stable_adamw
 from gradflow.tree import global_norm
 from gradflow.tree import safe_increment
 
@@ -97,6 +105,7 @@ __all__ = [
     "AdagcState",
     "adagrad",
     "adam",
+    "adam_atan2",
     "adamw",
     "adaptive_grad_clip",
     "AdaptiveGradClipState",
@@ -113,10 +122,12 @@ __all__ = [
     "clip_by_block_rms",
     "clip_by_global_norm",
     "clip_by_norm",
+    "clip_update_norm",
     "ClipByBlockRmsState",
     "ClipByGlobalNormState",
     "ClipByNormState",
     "ClipState",
+    "ClipUpdateNormState",
     "constant_schedule",
     "cosine_decay_schedule",
     "cosine_onecycle_schedule",
@@ -153,23 +164,28 @@ __all__ = [
     "save_state",
     "scale",
     "scale_by_adam",
+    "scale_by_adam_atan2",
     "scale_by_amsgrad",
     "scale_by_learning_rate",
     "scale_by_rms",
     "scale_by_rss",
     "scale_by_schedule",
+    "scale_by_stable_adam",
     "scale_by_trust_ratio",
+    "ScaleByAdamAtan2State",
     "ScaleByAdamState",
     "ScaleByAmsgradState",
     "ScaleByRmsState",
     "ScaleByRssState",
     "ScaleByScheduleState",
+    "ScaleByStableAdamState",
     "ScaleByTrustRatioState",
     "set_hyperparams",
     "sgd",
     "sgdr_schedule",
     "skip_spikes",
     "SkipSpikesState",
+    "stable_adamw",
     "state_sharding",
     "stateless",
     "stats",

@@ -22,6 +22,8 @@ OPTIMIZERS = {
     "lars": lambda: gf.lars(0.1, weight_decay=1e-4),
     "lamb": lambda: gf.lamb(0.01, weight_decay=0.01),
     "adam_warmup_cosine": lambda: gf.adam(gf.warmup_cosine_decay_schedule(0.0, 0.01, 2, 10)),
+    "adam_atan2": lambda: gf.adam_atan2(0.01, weight_decay=0.01),
+    "stable_adamw": lambda: gf.stable_adamw(0.01, weight_decay=0.01),
 }
 
 CLIPPERS = {
@@ -33,6 +35,7 @@ CLIPPERS = {
     "autoclip": lambda: gf.autoclip(),
     "zclip": lambda: gf.zclip(warmup_steps=2),
     "adagc": lambda: gf.adagc(),
+    "clip_update_norm": lambda: gf.clip_update_norm(window=4, min_history=2),
 }
 
 GUARDS = {

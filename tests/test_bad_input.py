@@ -30,6 +30,10 @@ OUT_OF_RANGE = [
     (lambda: gf.adamw(0.1, weight_decay=-0.1), "adamw: weight_decay", "-0.1"),
     (lambda: gf.lars(0.1, momentum=2.0), "lars: momentum", "2.0"),
     (lambda: gf.lamb(0.1, b1=1.0), "lamb: b1", "1.0"),
+    (lambda: gf.adam_atan2(0.1, a=0.0), "adam_atan2: a", "0.0"),
+    (lambda: gf.scale_by_adam_atan2(b=-1.0), "scale_by_adam_atan2: b", "-1.0"),
+    (lambda: gf.stable_adamw(0.1, eps=0.0), "stable_adamw: eps", "0.0"),
+    (lambda: gf.scale_by_stable_adam(clip_threshold=-1.0), "scale_by_stable_adam: clip_threshold", "-1.0"),
     (lambda: gf.scale_by_rss(eps=-1.0), "scale_by_rss: eps", "-1.0"),
     (lambda: gf.scale_by_rms(decay=1.2), "scale_by_rms: decay", "1.2"),
     (lambda: gf.scale_by_adam(b2=1.0), "scale_by_adam: b2", "1.0"),
@@ -47,6 +51,8 @@ OUT_OF_RANGE = [
     (lambda: gf.autoclip(percentile=101.0), "autoclip: percentile", "101.0"),
     (lambda: gf.zclip(alpha=1.5), "zclip: alpha", "1.5"),
     (lambda: gf.adagc(beta=1.0), "adagc: beta", "1.0"),
+    (lambda: gf.clip_update_norm(window=0), "clip_update_norm: window", "0"),
+    (lambda: gf.clip_update_norm(8, min_history=9), "clip_update_norm: min_history", "9"),
     (lambda: gf.apply_if_finite(gf.sgd(0.1), -1), "apply_if_finite: max_consecutive_errors", "-1"),
     (lambda: gf.skip_spikes(gf.sgd(0.1), window=1), "skip_spikes: window", "1"),
     (lambda: gf.reduce_on_plateau(factor=2.0), "reduce_on_plateau: factor", "2.0"),
@@ -245,6 +251,12 @@ def test_row_clip_complex_leaves():
     g = {"z": jnp.asarray([3 + 4j], jnp.complex64)}
     with pytest.raises(ValueError, match="[Cc]omplex"):
         gf.clip(1.0).update(g, gf.clip(1.0).init(g))
+
+
+def test_row_atan2_complex_leaves():
+    params = {"z": jnp.asarray([3 + 4j], jnp.complex64)}
+    with pytest.raises(TypeError, match=r"adam_atan2: params leaf \['z'\] has dtype complex64; atan2 needs real leaves"):
+        gf.adam_atan2(0.1).init(params)
 
 
 def test_row_inject_names():

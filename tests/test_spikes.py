@@ -1,0 +1,266 @@
+"""adam_atan2, stable_adamw, spam: NumPy references over spiky runs, bounds, jit, dtypes, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradflow as gf
+from tests import reference, reference_spikes
+
+SHAPES = {"w": (8, 5), "b": (5,), "s": ()}
+STEPS = 150
+
+
+def _problem(seed=0, steps=STEPS, spike=50.0):
+    rng = np.random.default_rng(seed)
+    params = {k: rng.standard_normal(s) for k, s in SHAPES.items()}
+    grads = reference.spiky_gradients(rng, SHAPES, steps, spike=spike)
+    return params, grads
+
+
+def _run(tx, params, grads, dtype=jnp.float32):
+    """Parameters after every step and the last state, one jitted step; asserts a single trace."""
+    traces = []
+
+    def step(p, s, g):
+        traces.append(1)
+        u, s = tx.update(g, s, p)
+        return gf.apply_updates(p, u), s, u
+
+    step = jax.jit(step)
+    p = jax.tree.map(lambda x: jnp.asarray(x, dtype), params)
+    s = tx.init(p)
+    out, states = [], []
+    for g in grads:
+        p, s, u = step(p, s, jax.tree.map(lambda x: jnp.asarray(x, dtype), g))
+        assert all(x.dtype == dtype for x in jax.tree.leaves(u))
+        out.append(jax.tree.map(np.asarray, p))
+        states.append(s)
+    assert len(traces) == 1
+    return out, states
+
+
+def _close(got, want, dtype):
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == jnp.float32 else dict(rtol=1e-10, atol=1e-12)
+    for t, (a, b) in enumerate(zip(got, want)):
+        for k in b:
+            np.testing.assert_allclose(a[k], b[k], err_msg=f"step {t}, leaf {k}", **tol)
+
+
+def _moved(traj, params):
+    assert all(not np.allclose(traj[-1][k], params[k]) for k in params)
+
+
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    if request.param == "float64":
+        jax.config.update("jax_enable_x64", True)
+        try:
+            yield jnp.float64
+        finally:
+            jax.config.update("jax_enable_x64", False)
+    else:
+        yield jnp.float32
+
+
+# --------------------------------------------------------------------------------------------
+# adam_atan2
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [dict(), dict(b1=0.8, b2=0.95, a=2.0, b=0.5, weight_decay=0.1)])
+def test_adam_atan2_matches_reference(dtype, kwargs):
+    params, grads = _problem()
+    got, _ = _run(gf.adam_atan2(0.01, **kwargs), params, grads, dtype)
+    want = reference_spikes.adam_atan2(params, grads, 0.01, **kwargs)
+    _close(got, want, dtype)
+    _moved(got, params)
+
+
+def test_adam_atan2_schedule_and_mask():
+    params, grads = _problem(1, steps=120)
+    lr = gf.warmup_cosine_decay_schedule(0.0, 0.02, 10, 100)
+    mask = {"w": True, "b": False, "s": True}
+    got, _ = _run(gf.adam_atan2(lr, weight_decay=0.5, mask=mask), params, grads)
+    want = reference_spikes.adam_atan2(params, grads, lr, weight_decay={"w": 0.5, "b": 0.0, "s": 0.5})
+    _close(got, want, jnp.float32)
+
+
+def test_adam_atan2_step_is_bounded_by_a_pi_over_2():
+    params = {"w": jnp.zeros((64,), jnp.float32)}
+    tx = gf.adam_atan2(0.1, a=1.27)
+    s = tx.init(params)
+    rng = np.random.default_rng(0)
+    for t in range(30):
+        g = rng.standard_normal(64).astype(np.float32) * (1e30 if t == 20 else 1.0)
+        u, s = jax.jit(tx.update)({"w": jnp.asarray(g)}, s, params)
+        assert float(jnp.max(jnp.abs(u["w"]))) <= 0.1 * 1.27 * math.pi / 2 * (1 + 1e-6)
+    chex.assert_tree_all_finite(u)
+    # Zero gradients from the start: atan2(0, 0) = 0, no 0/0.
+    z = tx.init(params)
+    u, _ = tx.update({"w": jnp.zeros(64)}, z, params)
+    assert float(jnp.max(jnp.abs(u["w"]))) == 0.0
+
+
+def test_adam_atan2_is_adam_for_small_ratios():
+    # With b large, a·atan2(m̂, b√v̂) → (a/b)·m̂/√v̂: Adam's direction with ε = 0.
+    params, grads = _problem(2, steps=20)
+    got, _ = _run(gf.adam_atan2(0.01, a=1e4, b=1e4), params, grads)
+    want, _ = _run(gf.adam(0.01, b1=0.9, b2=0.99, eps=0.0), params, grads)
+    _close(got, want, jnp.float32)
+
+
+def test_adam_atan2_rejects_complex_params():
+    with pytest.raises(TypeError, match=r"scale_by_adam_atan2: params leaf \['w'\] has dtype complex64"):
+        gf.adam_atan2(0.1).init({"w": jnp.ones(3, jnp.complex64)})
+
+
+# --------------------------------------------------------------------------------------------
+# shared: bad input, dtypes, jit, inject
+# --------------------------------------------------------------------------------------------
+
+BAD = [
+    (lambda: gf.adam_atan2(-0.1), "adam_atan2: learning_rate", "-0.1"),
+    (lambda: gf.adam_atan2(0.1, b1=1.0), "adam_atan2: b1", "1.0"),
+    (lambda: gf.adam_atan2(0.1, b2=-0.5), "adam_atan2: b2", "-0.5"),
+    (lambda: gf.adam_atan2(0.1, a=0.0), "adam_atan2: a", "0.0"),
+    (lambda: gf.adam_atan2(0.1, b=-1.0), "adam_atan2: b", "-1.0"),
+    (lambda: gf.adam_atan2(0.1, weight_decay=-1.0), "adam_atan2: weight_decay", "-1.0"),
+    (lambda: gf.adam_atan2(0.1, a=math.nan), "adam_atan2: a", "nan"),
+    (lambda: gf.scale_by_adam_atan2(b=math.inf), "scale_by_adam_atan2: b", "inf"),
+    (lambda: gf.stable_adamw(-1.0), "stable_adamw: learning_rate", "-1.0"),
+    (lambda: gf.stable_adamw(0.1, b2=1.0), "stable_adamw: b2", "1.0"),
+    (lambda: gf.stable_adamw(0.1, eps=0.0), "stable_adamw: eps", "0.0"),
+    (lambda: gf.stable_adamw(0.1, clip_threshold=-1.0), "stable_adamw: clip_threshold", "-1.0"),
+    (lambda: gf.stable_adamw(0.1, weight_decay=math.nan), "stable_adamw: weight_decay", "nan"),
+    (lambda: gf.scale_by_stable_adam(clip_threshold=0.0), "scale_by_stable_adam: clip_threshold", "0.0"),
+]
+
+
+@pytest.mark.parametrize("call, name, value", BAD, ids=[n for _, n, _ in BAD])
+def test_bad_hyperparameters_raise_value_error(call, name, value):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert name in str(info.value) and value in str(info.value), str(info.value)
+
+
+OPTIMIZERS = {
+    "adam_atan2": (gf.adam_atan2, dict(learning_rate=0.01, weight_decay=0.01)),
+    "stable_adamw": (gf.stable_adamw, dict(learning_rate=0.01, weight_decay=0.01, clip_threshold=0.8)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("dt", [jnp.bfloat16, jnp.float32])
+def test_dtypes_kept_and_no_recompile(name, dt):
+    factory, kwargs = OPTIMIZERS[name]
+    params, grads = _problem(3, steps=12, spike=1e3)
+    tx = factory(**kwargs)
+    p = jax.tree.map(lambda x: jnp.asarray(x, dt), params)
+    state0 = tx.init(p)
+    shape_of = jax.eval_shape(tx.init, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), p))
+    chex.assert_trees_all_equal_shapes_and_dtypes(shape_of, state0)
+    _, states = _run(tx, params, grads, dt)
+    chex.assert_trees_all_equal_shapes_and_dtypes(states[-1], state0)
+    assert all(x.dtype == dt for x in jax.tree.leaves(states[-1].__getitem__(0)) if jnp.ndim(x) and x.dtype != jnp.int32)
+
+
+def _scan_traj(tx, params, grads):
+    p = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+    stacked = {k: jnp.asarray(np.stack([g[k] for g in grads]), jnp.float32) for k in params}
+
+    @jax.jit
+    def go(p, s, gs):
+        def body(c, g):
+            p, s = c
+            u, s = tx.update(g, s, p)
+            p = gf.apply_updates(p, u)
+            return (p, s), p
+
+        return jax.lax.scan(body, (p, s), gs)
+
+    (_, s), traj = go(p, tx.init(p), stacked)
+    return jax.tree.map(np.asarray, traj), s
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_inject_hyperparams_bitwise_and_optax_inject(name):
+    factory, kwargs = OPTIMIZERS[name]
+    params, grads = _problem(4, steps=200)
+    plain, _ = _scan_traj(factory(**kwargs), params, grads)
+    injected, state = _scan_traj(gf.inject_hyperparams(factory)(**kwargs), params, grads)
+    for k in plain:
+        np.testing.assert_array_equal(injected[k].view(np.uint32), plain[k].view(np.uint32), err_msg=k)
+    assert set(kwargs) <= set(state.hyperparams)
+    via_optax, _ = _scan_traj(optax.inject_hyperparams(factory)(**kwargs), params, grads)
+    for k in plain:
+        np.testing.assert_allclose(via_optax[k], plain[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    assert not np.allclose(plain["w"][-1], params["w"])
+
+
+# --------------------------------------------------------------------------------------------
+# stable_adamw
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs", [dict(weight_decay=0.1), dict(b1=0.8, b2=0.95, eps=1e-4, weight_decay=0.0, clip_threshold=0.5)])
+def test_stable_adamw_matches_reference(dtype, kwargs):
+    params, grads = _problem(5)
+    got, states = _run(gf.stable_adamw(0.01, **kwargs), params, grads, dtype)
+    want, rms = reference_spikes.stable_adamw(params, grads, 0.01, **kwargs)
+    _close(got, want, dtype)
+    _moved(got, params)
+    # The diagnostics: the largest per-tensor RMS and how many tensors were shrunk, at every step.
+    d = kwargs.get("clip_threshold", 1.0)
+    for t, (s, r) in enumerate(zip(states, rms)):
+        st = gf.stats(s)
+        np.testing.assert_allclose(st["scale_by_stable_adam/max_rms"], max(r.values()), rtol=1e-4, err_msg=str(t))
+        assert int(st["scale_by_stable_adam/num_leaves_clipped"]) == sum(x > d for x in r.values()), t
+    n_steps_clipped = sum(any(x > d for x in r.values()) for r in rms)
+    assert 0 < n_steps_clipped < STEPS
+    assert int(gf.stats(states[-1])["scale_by_stable_adam/num_clipped"]) == n_steps_clipped
+
+
+def test_stable_adamw_cuts_a_spiking_tensor_only():
+    params = {"w": jnp.zeros((16,), jnp.float32), "b": jnp.zeros((4,), jnp.float32)}
+    tx = gf.scale_by_stable_adam()
+    s = tx.init(params)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        g = {k: jnp.asarray(rng.standard_normal(p.shape), jnp.float32) for k, p in params.items()}
+        _, s = tx.update(g, s)
+    g = {"w": jnp.asarray(rng.standard_normal(16) * 1e3, jnp.float32), "b": jnp.asarray(rng.standard_normal(4), jnp.float32)}
+    u, s2 = tx.update(g, s)
+    plain, _ = gf.scale_by_adam(0.9, 0.99, 1e-6).update(g, gf.ScaleByAdamState(s.count, s.mu, s.nu))
+    # b: not clipped, bit for bit Adam's direction with ε outside the root.
+    np.testing.assert_array_equal(np.asarray(u["b"]), np.asarray(plain["b"]))
+    # w: Adam's direction times d/RMS, with RMS from g²/v̂ of this step.
+    v_hat = np.asarray(s2.nu["w"], np.float64) / (1 - 0.99 ** int(s2.count))
+    rms = math.sqrt(np.mean(np.asarray(g["w"], np.float64) ** 2 / np.maximum(v_hat, 1e-12)))
+    assert rms > 1.0
+    np.testing.assert_allclose(np.asarray(u["w"]), np.asarray(plain["w"]) / rms, rtol=1e-5)
+    assert int(s2.num_leaves_clipped) == 1 and int(s2.num_clipped) == int(s.num_clipped) + 1
+
+
+def test_stable_adamw_with_unreachable_threshold_is_adamw():
+    params, grads = _problem(6, steps=100)
+    got, _ = _run(gf.stable_adamw(0.01, weight_decay=0.05, clip_threshold=1e30), params, grads)
+    want, _ = _run(gf.adamw(0.01, b1=0.9, b2=0.99, eps=1e-6, weight_decay=0.05), params, grads)
+    _close(got, want, jnp.float32)
+
+
+def test_stable_adamw_empty_and_complex_leaves():
+    params = {"e": jnp.zeros((0, 3), jnp.float32), "z": jnp.ones((3,), jnp.complex64)}
+    tx = gf.stable_adamw(0.1)
+    s = tx.init(params)
+    g = {"e": jnp.zeros((0, 3), jnp.float32), "z": jnp.asarray([1 + 1j, 2j, -1.0], jnp.complex64)}
+    u, s = jax.jit(tx.update)(g, s, params)
+    chex.assert_tree_all_finite(u)
+    assert u["z"].dtype == jnp.complex64 and s[0].max_rms.dtype == jnp.float32
