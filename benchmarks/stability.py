@@ -4,16 +4,17 @@ Every scenario trains one small model on data that ships with Python or
 scikit-learn (nothing is downloaded), three seeds each, under each recipe:
 
   standard   the standard recipe, built with optax itself and never weakened:
-             optax.chain(optax.clip_by_global_norm(1.0),
-                         optax.adamw(optax.warmup_cosine_decay_schedule(0, peak, warmup, steps, peak/10),
-                                     b1, b2, eps=1e-8, weight_decay=wd))
-  protect    gf.protect(optax.adamw(<the same schedule and arguments>)) with protect's defaults;
-  protect(standard)  gf.protect around the whole standard recipe;
-  candidates protect's variants measured to choose its defaults (spike rule "both",
-             clipping against the gradient-norm history, non-finite skipping only);
-  blocks     gradflow's newer building blocks (stable_adamw, clip_update_norm after adamw,
-             spam, adam_atan2; dynamic_loss_scale in the float16 scenario), each with the
-             same schedule and peak learning rate, when the installed gradflow has them;
+             std = optax.chain(optax.clip_by_global_norm(1.0),
+                               optax.adamw(sched, b1=0.9, b2, eps=1e-8, weight_decay=wd)),
+             sched = optax.warmup_cosine_decay_schedule(0, 1, warmup, steps, 0.1) × peak;
+  protect    gf.protect(std) (protect around the same AdamW, schedule and clip) and
+             gf.protect(optax.adamw(sched, ...)) (protect instead of the clip);
+  candidates protect's variants, measured to choose its defaults: spike_rule="both",
+             a larger margin (3), and non-finite skipping only;
+  blocks     gradflow's newer building blocks with the same schedule, peak rate, β's and
+             weight decay: stable_adamw (its update clipping replaces the gradient clip),
+             std followed by clip_update_norm, adam_atan2, spam, and dynamic_loss_scale(std)
+             in the float16 scenario (each when the installed gradflow has it);
   oracle     the standard recipe that skips exactly the batches known to be corrupted
              (only where that is known).
 
@@ -43,12 +44,13 @@ the standard recipe fail):
                half; 3% of the batches have their targets multiplied by a factor
                drawn log-uniformly from [100, 1000] (a unit or scaling bug in a data
                shard). The oracle skips exactly those batches.
-  float16      a deep ReLU MLP (10 layers, 2 × He gain) computed in float16 with
-               float32 master weights, on unnormalised pixel values (0–16): at this
-               depth and gain some of the first batches (0–55% by seed) overflow
-               float16's range (65504) in the forward pass, and one inf poisons
-               AdamW's moments unless the step is skipped (what a loss scaler or
-               protect does).
+  float16      an 8-layer ReLU MLP (He init) on the digits computed in float16 with
+               float32 master weights, the loss multiplied by a fixed 2¹⁶ (the
+               initial scale of torch's GradScaler) before the backward pass and the
+               gradients divided by it after, as fixed-scale mixed precision does:
+               a few early backward passes overflow float16's range (65504), and one
+               inf gradient poisons AdamW's moments (and the parameters) unless the
+               step is skipped. A dynamic loss scaler backs off instead; protect skips.
 
 Held-out loss is measured on data no recipe trains on (the last 10% of the text;
 a fixed 20% split of the digits). A run whose final parameters or held-out loss
@@ -64,7 +66,7 @@ learning rates) run side by side under ``jax.vmap`` in one ``lax.scan`` per chun
 of steps, and the same compiled chunk is reused for the whole run.
 
 Run:  python benchmarks/stability.py                 # full run (see benchmarks/stability.md)
-      python benchmarks/stability.py --quick         # smaller, under 2 minutes on 2 cores
+      python benchmarks/stability.py --quick         # fewer steps and rates, standard/protect/oracle only
       python benchmarks/stability.py --scenario rnn --seeds 5 --out /tmp/stab
 Writes <out>.md (the table, also printed), <out>.json and docs/stability.png (or --png).
 """
@@ -225,6 +227,7 @@ class Scenario:
     cap: float  # loss of the trivial predictor
     corrupt: Callable | None = None  # (key, step) -> (is_corrupted, factor), or None
     half_precision: bool = False
+    static_loss_scale: float | None = None  # loss × S before the backward pass, gradients ÷ S after
 
 
 def transformer_scenario(quick: bool) -> Scenario:
@@ -232,9 +235,9 @@ def transformer_scenario(quick: bool) -> Scenario:
     length, d, layers, batch = 32, 32, 2, 16
     test_x = np.stack([test[i : i + length] for i in range(0, 64 * 97, 97)])
     test_y = np.stack([test[i + 1 : i + length + 1] for i in range(0, 64 * 97, 97)])
-    lrs = (1e-3, 1e-2, 1e-1, 1.0) if quick else (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+    lrs = (1e-3, 3e-2, 1.0) if quick else (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
     return Scenario(
-        "transformer", "transformer char-LM, LR sweep", 100 if quick else 400, batch, lrs, 0.95, 0.1,
+        "transformer", "transformer char-LM, LR sweep", 60 if quick else 300, batch, lrs, 0.95, 0.1,
         data=(jnp.asarray(train), jnp.asarray(test_x), jnp.asarray(test_y)),
         init=lambda k: transformer_init(k, vocab, d, layers, length),
         loss=transformer_loss,
@@ -250,7 +253,7 @@ def rnn_scenario(quick: bool) -> Scenario:
     test_x = np.stack([test[i : i + length] for i in range(0, 64 * 97, 97)])
     test_y = np.stack([test[i + 1 : i + length + 1] for i in range(0, 64 * 97, 97)])
     return Scenario(
-        "rnn", "tanh RNN, spectral radius 1.5", 100 if quick else 400, batch, (1e-2,), 0.999, 1e-4,
+        "rnn", "tanh RNN, spectral radius 1.5", 60 if quick else 300, batch, (1e-2,), 0.999, 1e-4,
         data=(jnp.asarray(train), jnp.asarray(test_x), jnp.asarray(test_y)),
         init=lambda k: rnn_init(k, vocab, hidden, 1.5),
         loss=rnn_loss,
@@ -278,7 +281,7 @@ def _sample_rows(data, k, batch):
 def deep_mlp_scenario(quick: bool) -> Scenario:
     batch = 64
     return Scenario(
-        "deep_mlp", "16-layer ReLU MLP, 1.4× He init", 150 if quick else 500, batch, (1e-2,), 0.999, 1e-4,
+        "deep_mlp", "16-layer ReLU MLP, 1.4× He init", 100 if quick else 400, batch, (1e-2,), 0.999, 1e-4,
         data=_digits_class_data(True),
         init=lambda k: mlp_init(k, [64] + [64] * 16 + [10], 1.4),
         loss=lambda p, b: cross_entropy(mlp_apply(p, b[0]), b[1]),
@@ -305,7 +308,7 @@ def corrupted_scenario(quick: bool) -> Scenario:
 
     mse = lambda pred, y: jnp.mean(jnp.square(pred.astype(jnp.float32) - y))  # noqa: E731
     return Scenario(
-        "corrupted", "regression, 3% batches with targets ×100–1000", 200 if quick else 600, batch, (1e-3,),
+        "corrupted", "regression, 3% batches with targets ×100–1000", 100 if quick else 500, batch, (1e-3,),
         0.999, 1e-4,
         data=data,
         init=lambda k: mlp_init(k, [32, 128, 128, 128, 32], 1.0),
@@ -320,14 +323,15 @@ def corrupted_scenario(quick: bool) -> Scenario:
 def float16_scenario(quick: bool) -> Scenario:
     batch = 64
     return Scenario(
-        "float16", "float16 compute, activations overflow", 150 if quick else 500, batch, (1e-3,), 0.999, 1e-4,
-        data=_digits_class_data(False),
-        init=lambda k: mlp_init(k, [64] + [64] * 10 + [10], 2.0),
+        "float16", "float16 compute, static loss scale 2¹⁶", 100 if quick else 400, batch, (1e-3,), 0.999, 1e-4,
+        data=_digits_class_data(True),
+        init=lambda k: mlp_init(k, [64] + [64] * 8 + [10], 1.0),
         loss=lambda p, b: cross_entropy(mlp_apply(p, b[0], jnp.float16), b[1]),
         sample=lambda data, k, t: _sample_rows(data, k, batch),
         evaluate=lambda p, data: cross_entropy(mlp_apply(p, data[2], jnp.float16), data[3]),
         cap=math.log(10),
         half_precision=True,
+        static_loss_scale=2.0**16,
     )
 
 
@@ -369,61 +373,56 @@ def standard(schedule, b2, wd):
     return optax.chain(optax.clip_by_global_norm(1.0), _adamw(schedule, b2, wd))
 
 
-def recipes_for(scenario: Scenario, candidates: bool) -> list[Recipe]:
+def _protect(**kwargs) -> Callable:
+    return lambda s, b2, wd: gf.protect(standard(s, b2, wd), **kwargs)
+
+
+def recipes_for(scenario: Scenario, candidates: bool, blocks: bool) -> list[Recipe]:
+    """The recipes run on ``scenario``: the standard recipe first (the tables' reference)."""
+    std = "optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched))"
     out = [
-        Recipe("standard (optax)", standard, "optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched))"),
-        Recipe("protect", lambda s, b2, wd: gf.protect(_adamw(s, b2, wd)), "gf.protect(optax.adamw(sched))"),
-        Recipe(
-            "protect(standard)",
-            lambda s, b2, wd: gf.protect(standard(s, b2, wd)),
-            "gf.protect(optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(sched)))",
-        ),
+        Recipe("standard (optax)", standard, std),
+        Recipe("protect(standard)", _protect(), f"gf.protect({std})"),
+        Recipe("protect(adamw)", lambda s, b2, wd: gf.protect(_adamw(s, b2, wd)), "gf.protect(optax.adamw(sched))"),
     ]
     if candidates:
         out += [
-            Recipe(
-                "protect, rule both",
-                lambda s, b2, wd: gf.protect(_adamw(s, b2, wd), spike_rule="both"),
-                'gf.protect(optax.adamw(sched), spike_rule="both")',
-            ),
-            Recipe(
-                "protect, clip 2×median",
-                lambda s, b2, wd: gf.protect(_adamw(s, b2, wd), clip_to_history=2.0),
-                "gf.protect(optax.adamw(sched), clip_to_history=2.0)",
-            ),
-            Recipe(
-                "protect, non-finite only",
-                lambda s, b2, wd: gf.protect(_adamw(s, b2, wd), watch_loss=False, watch_grad_norm=False),
-                "gf.protect(optax.adamw(sched), watch_loss=False, watch_grad_norm=False)",
-            ),
+            Recipe('protect(standard, spike_rule="both")', _protect(spike_rule="both"),
+                   f'gf.protect({std}, spike_rule="both")'),
+            Recipe("protect(standard, margin=3)", _protect(margin=3.0), f"gf.protect({std}, margin=3.0)"),
+            Recipe("protect(standard, non-finite only)", _protect(watch_loss=False, watch_grad_norm=False),
+                   f"gf.protect({std}, watch_loss=False, watch_grad_norm=False)"),
         ]
-    if hasattr(gf, "stable_adamw"):
+    if blocks and hasattr(gf, "stable_adamw"):
         out.append(Recipe(
             "stable_adamw",
             lambda s, b2, wd: gf.stable_adamw(s, b1=0.9, b2=b2, eps=1e-8, weight_decay=wd),
-            "gf.stable_adamw(sched)",
+            "gf.stable_adamw(sched, b1, b2, eps=1e-8, weight_decay) (its update clipping replaces the gradient clip)",
         ))
-    if hasattr(gf, "clip_update_norm"):
+    if blocks and hasattr(gf, "clip_update_norm"):
         out.append(Recipe(
-            "adamw + clip_update_norm",
-            lambda s, b2, wd: optax.chain(_adamw(s, b2, wd), gf.clip_update_norm()),
-            "optax.chain(optax.adamw(sched), gf.clip_update_norm())",
+            "standard + clip_update_norm",
+            lambda s, b2, wd: optax.chain(standard(s, b2, wd), gf.clip_update_norm()),
+            f"optax.chain({std}, gf.clip_update_norm())",
         ))
-    if hasattr(gf, "spam"):
+    if blocks and hasattr(gf, "spam"):
         out.append(Recipe("spam", lambda s, b2, wd: gf.spam(s, b2=b2, weight_decay=wd), "gf.spam(sched)"))
-    if hasattr(gf, "adam_atan2"):
+    if blocks and hasattr(gf, "adam_atan2"):
         out.append(Recipe(
-            "adam_atan2", lambda s, b2, wd: gf.adam_atan2(s, b1=0.9, b2=b2), "gf.adam_atan2(sched)"
+            "adam_atan2",
+            lambda s, b2, wd: gf.adam_atan2(s, b1=0.9, b2=b2, weight_decay=wd),
+            "gf.adam_atan2(sched, b1, b2, weight_decay) (bounded steps; no gradient clip)",
         ))
     if scenario.half_precision and hasattr(gf, "dynamic_loss_scale"):
         out.append(Recipe(
             "dynamic_loss_scale(standard)",
             lambda s, b2, wd: gf.dynamic_loss_scale(standard(s, b2, wd)),
-            "gf.dynamic_loss_scale(standard recipe), loss × gf.loss_scale(state)",
+            f"gf.dynamic_loss_scale({std}); the loss is multiplied by gf.loss_scale(state)",
             loss_scale=True,
         ))
     if scenario.corrupt is not None:
-        out.append(Recipe("oracle (skip corrupted)", standard, "standard recipe, known-corrupted steps skipped", oracle=True))
+        out.append(Recipe("oracle (skip corrupted)", standard, "the standard recipe; known-corrupted steps skipped",
+                          oracle=True))
     return out
 
 
@@ -455,14 +454,18 @@ def make_chunk(scenario: Scenario, recipe: Recipe, chunk: int) -> Callable:
                     corrupted, factor = scenario.corrupt(kc, t)
                     y = jnp.where(corrupted, y * factor, y)
 
+                if recipe.loss_scale:  # the transform scales the loss, unscales the gradients and backs off
+                    scale = gf.loss_scale(state).astype(jnp.float32)
+                else:
+                    scale = jnp.float32(scenario.static_loss_scale or 1.0)
+
                 def loss_fn(p):
                     loss = scenario.loss(p, (x, y))
-                    if recipe.loss_scale:
-                        scaled = loss.astype(jnp.float16) * gf.loss_scale(state).astype(jnp.float16)
-                        return scaled.astype(jnp.float32), loss
-                    return loss, loss
+                    return loss * scale, loss
 
                 (_, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+                if scenario.static_loss_scale and not recipe.loss_scale:
+                    grads = jax.tree.map(lambda g: g / scale, grads)
                 updates, new_state = tx.update(grads, state, params, value=loss)
                 new_params = optax.apply_updates(params, updates)
                 if recipe.oracle:
@@ -642,7 +645,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "stability"),
                         help="output prefix: writes <out>.md and <out>.json")
     parser.add_argument("--png", default=None, help="loss-curve figure (default docs/stability.png)")
-    parser.add_argument("--no-candidates", action="store_true", help="skip protect's variants")
+    parser.add_argument("--no-candidates", action="store_true", help="skip protect's variants (--quick skips them)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     names = args.scenario or list(SCENARIOS)
@@ -653,8 +656,8 @@ def main(argv: list[str] | None = None) -> dict:
     for name in names:
         scenario = SCENARIOS[name](args.quick)
         results = [
-            run_recipe(scenario, r, seeds, 5 if args.quick else 10, not args.no_progress)
-            for r in recipes_for(scenario, not args.no_candidates)
+            run_recipe(scenario, r, seeds, 2 if args.quick else 10, not args.no_progress)
+            for r in recipes_for(scenario, not (args.quick or args.no_candidates), not args.quick)
         ]
         all_results[name] = (scenario, results)
         table = scenario_table(scenario, results)
