@@ -64,6 +64,8 @@ from gradflow.plateau import ReduceOnPlateauState
 from gradflow.plateau import RestartOnLossState
 from gradflow.plateau import reduce_on_plateau
 from gradflow.plateau import restart_on_loss
+from gradflow.protect import ProtectState
+from gradflow.protect import protect
 from gradflow.scaling import AddDecayedWeightsState
 from gradflow.scaling import ScaleByScheduleState
 from gradflow.scaling import TraceState
@@ -164,6 +166,8 @@ __all__ = [
     "piecewise_interpolate_schedule",
     "plot_schedule",
     "polynomial_schedule",
+    "protect",
+    "ProtectState",
     "reduce_on_plateau",
     "ReduceOnPlateauState",
     "restart_on_loss",

@@ -45,6 +45,8 @@ GUARDS = {
     "skip_spikes": lambda: gf.skip_spikes(gf.adam(0.01), window=8, min_samples=2),
     "monitor": lambda: gf.monitor(gf.adam(0.01)),
     "dynamic_loss_scale": lambda: gf.dynamic_loss_scale(gf.adam(0.01), init_scale=4.0, growth_interval=2),
+    # watch_loss=False: the generic tests do not all pass value=loss (test_protect covers loss watching)
+    "protect": lambda: gf.protect(gf.adam(0.01), watch_loss=False, window=8, min_samples=2, clip_to_history=3.0),
 }
 
 SCHEDULES = {

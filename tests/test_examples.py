@@ -81,10 +81,13 @@ def test_gradient_explosion_recipe_beats_plain_sgd(explosion, tmp_path, capsys, 
     out = explosion.main(["--task", task, "--steps", str(steps), "--out", str(png), "--no-progress"])
     results = out["results"][task]
     names = list(results)
-    assert len(names) == 5 and names[-1] == "gradflow recipe"
-    assert [n.split(" ")[0] for n in names[:4]] == ["SGD", "SGD", "SGD", "Adam"]
-    recipe = results["gradflow recipe"]
+    assert len(names) == 5 and names[-1] == "gradflow recipe" and names[3] == "standard recipe (optax)"
+    assert [n.split(" ")[0] for n in names[:3]] == ["SGD", "SGD", "SGD"]
+    recipe, standard = results["gradflow recipe"], results["standard recipe (optax)"]
     assert recipe.diverged_at is None and math.isfinite(recipe.final_loss)
+    # the same schedule for the baseline and gradflow's recipe
+    np.testing.assert_array_equal(recipe.learning_rate, standard.learning_rate)
+    assert "gf.protect(optax.chain(optax.clip_by_global_norm(1.0)" in recipe.description
     for sgd in (results[n] for n in names[:2]):  # plain SGD, at both of its learning rates
         sgd_loss = math.inf if sgd.diverged_at is not None else sgd.final_loss
         assert recipe.final_loss < sgd_loss

@@ -1,0 +1,277 @@
+"""``protect``: one wrapper that puts the defences the stability benchmark supports around any optimizer."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax.numpy as jnp
+
+from gradflow import hparams
+from gradflow import tree as tree_lib
+from gradflow.base import GradientTransformation, _extra_args_filter
+from gradflow.clipping import check_int_at_least, stat_dtype, times_factor
+from gradflow.guards import _all_finite, _select, _zero_unless
+
+# 1.4826·MAD estimates σ for normally distributed values.
+_MAD_TO_SIGMA = 1.4826
+
+_RULES = ("either", "both")
+
+
+class ProtectState(NamedTuple):
+    """State of :func:`protect`."""
+
+    inner_state: Any  # the wrapped optimizer's state
+    count: jnp.ndarray  # int32 scalar: updates seen
+    loss: jnp.ndarray  # float scalar: the last loss (value=), 0 when the loss is not watched
+    grad_norm: jnp.ndarray  # float scalar: ‖g‖ of the last incoming gradient, before any clipping
+    loss_median: jnp.ndarray  # float scalar: median of the loss window the last loss was judged against
+    loss_sigma: jnp.ndarray  # float scalar: 1.4826·MAD of that window
+    grad_norm_median: jnp.ndarray  # float scalar: median of the gradient-norm window
+    grad_norm_sigma: jnp.ndarray  # float scalar: 1.4826·MAD of that window
+    skipped: jnp.ndarray  # bool scalar: whether the last step was skipped
+    clipped: jnp.ndarray  # bool scalar: whether the last gradient was clipped against its history
+    num_skipped: jnp.ndarray  # int32 scalar: steps skipped so far (for any reason)
+    num_not_finite: jnp.ndarray  # int32 scalar: steps whose gradient or loss was NaN/inf
+    num_loss_spikes: jnp.ndarray  # int32 scalar: steps whose loss was judged a spike
+    num_grad_norm_spikes: jnp.ndarray  # int32 scalar: steps whose gradient norm was judged a spike
+    num_clipped: jnp.ndarray  # int32 scalar: gradients clipped against their history so far
+    num_consecutive_skips: jnp.ndarray  # int32 scalar: steps skipped in a row
+    num_recorded: jnp.ndarray  # int32 scalar: accepted steps recorded in the windows (saturates)
+    loss_history: jnp.ndarray  # (window,) float: ring buffer of the last accepted losses
+    grad_norm_history: jnp.ndarray  # (window,) float: ring buffer of the last accepted gradient norms
+
+
+def _median(values: jnp.ndarray, n: jnp.ndarray) -> jnp.ndarray:
+    """Median of the first ``n`` (≥ 1) entries of ``values`` (the mean of the two middle ones when n is even)."""
+    valid = jnp.arange(values.shape[0]) < n
+    s = jnp.sort(jnp.where(valid, values, jnp.inf))
+    return (s[(n - 1) // 2] + s[n // 2]) / 2
+
+
+def robust_location_scale(values: jnp.ndarray, n: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(median, 1.4826·MAD) of the first ``n`` entries of ``values`` (n ≥ 1).
+
+    The median absolute deviation needs no more than a handful of samples and is
+    not moved by the outliers it is meant to find (its breakdown point is 50%).
+    """
+    med = _median(values, n)
+    mad = _median(jnp.abs(values - med), n)
+    return med, _MAD_TO_SIGMA * mad
+
+
+def _is_spike(v, med, sigma, n, threshold, margin, min_samples):
+    """v − median > max(k·σ̂, ρ·|median|), judged once ``min_samples`` values are recorded."""
+    bound = jnp.maximum(threshold * sigma, margin * jnp.abs(med))
+    return (n >= min_samples) & (v - med > bound)
+
+
+def protect(
+    inner: GradientTransformation,
+    *,
+    skip_not_finite: bool = True,
+    watch_loss: bool = True,
+    watch_grad_norm: bool = True,
+    spike_rule: str = "either",
+    threshold: float = 6.0,
+    margin: float = 1.0,
+    window: int = 16,
+    min_samples: int = 4,
+    max_consecutive_skips: int | None = 16,
+    clip_to_history: float | None = None,
+    axis_name: Any = None,
+) -> GradientTransformation:
+    """Wrap any optimizer (gradflow's or optax's) in the defences that the stability benchmark supports.
+
+    With g_t the incoming gradient, ℓ_t the loss (``update(..., value=loss)``), and
+    for each watched statistic x ∈ {ℓ, ‖g‖} the median m_x and σ̂_x = 1.4826·MAD_x
+    of its last ``window`` values from *accepted* steps (n of them):
+
+      not finite:  g_t or ℓ_t contains NaN/±inf                          → skip;
+      spike_x:     n ≥ min_samples and x_t − m_x > max(k·σ̂_x, ρ·|m_x|);
+      "either":    skip when spike_ℓ or spike_‖g‖ (OLMo's skip-step rule);
+      "both":      skip when spike_ℓ and spike_‖g‖;
+      clip:        with c = ``clip_to_history``, g_t ← g_t·min(1, c·m_‖g‖/‖g_t‖);
+      otherwise    (u_t, s_t) = inner(g_t, s_{t−1}), and ℓ_t, ‖g_t‖ join the windows.
+
+    A skipped step returns zero updates and the inner state exactly as it was
+    (counters, schedules, moments: bit for bit); its values do not enter the
+    windows, so a spike cannot widen the band for the next one. After
+    ``max_consecutive_skips`` spike-skips in a row the next finite step is let
+    through and recorded, so a lasting change of scale is learned instead of
+    freezing training (non-finite steps are always skipped). When nothing fires,
+    the updates are ``inner``'s, bit for bit.
+
+    Why these statistics: the median and MAD are judged from four values on, so
+    a corrupted batch at step 5 is caught (a rolling mean ± 6σ needs OLMo's 64
+    values before it may judge, and one outlier inflates σ). The relative
+    margin ρ (a spike must also exceed the median by ρ·|median|) keeps a run's
+    ordinary noise from firing when the window happens to be tight.
+
+    Defaults, from ``python benchmarks/stability.py`` (three seeds; final held-out
+    loss, median over seeds, as a multiple of the standard recipe
+    ``chain(clip_by_global_norm(1), adamw(warmup_cosine))`` built with optax; the
+    full table is in ``benchmarks/stability.md``): see the module's benchmark
+    summary in :data:`BENCHMARK_SUMMARY`.
+
+    Args:
+      inner: the optimizer to protect (a whole chain, gradflow's or optax's).
+      skip_not_finite: skip steps whose gradient (or loss) is NaN or ±inf.
+      watch_loss: judge the loss; ``update`` then needs ``value=loss``.
+      watch_grad_norm: judge the global gradient norm.
+      spike_rule: ``"either"`` skips when any watched statistic spikes, ``"both"``
+        only when all watched ones do.
+      threshold: k > 0, in robust standard deviations σ̂.
+      margin: ρ ≥ 0, the smallest excess over the median, relative to |median|.
+      window: accepted values kept per statistic (≥ 2).
+      min_samples: values needed before any spike is judged (2 ≤ min_samples ≤ window).
+      max_consecutive_skips: spike-skips in a row before a step is let through (≥ 0), or None.
+      clip_to_history: c > 0 to clip ‖g‖ to c times the median of recent accepted
+        gradient norms (once ``min_samples`` are recorded), or None for no clipping.
+      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
+        leaf is split over; norms and finiteness are reduced across it. Leave ``None``
+        under ``jax.jit``.
+
+    Returns:
+      A :class:`GradientTransformation` whose state is a :class:`ProtectState`;
+      :func:`gradflow.stats` shows ``protect/num_skipped``, ``protect/loss_median``, ...
+
+    Raises:
+      ValueError: for a bad argument (naming it and its value).
+      TypeError: at the first ``update`` when the loss is watched and no ``value=`` is given.
+
+    Parity: with every part switched off (``skip_not_finite=False, watch_loss=False,
+    watch_grad_norm=False``) the updates and inner state are ``inner``'s exactly.
+    ``spike_rule="either"`` with a mean ± k·σ band over 128 values instead of the
+    median/MAD is OLMo-core's ``SkipStepOptimizer``.
+
+    References:
+      OLMo et al., 2 OLMo 2 Furious, 2024, https://arxiv.org/abs/2501.00656 (skipping
+      steps whose loss or gradient norm spikes); Hampel, The influence curve and its
+      role in robust estimation, 1974 (the median absolute deviation);
+      Wortsman et al., Small-scale proxies for large-scale Transformer training
+      instabilities, 2023, https://arxiv.org/abs/2309.14322 (learning-rate sensitivity).
+    """
+    fn = "protect"
+    if spike_rule not in _RULES:
+        raise ValueError(f"{fn}: spike_rule must be one of {_RULES}, got {spike_rule!r}")
+    hparams.check_positive(fn, "threshold", threshold)
+    hparams.check_non_negative(fn, "margin", margin)
+    check_int_at_least(fn, "window", window, 2)
+    check_int_at_least(fn, "min_samples", min_samples, 2)
+    if int(min_samples) > int(window):
+        raise ValueError(f"{fn}: min_samples must be <= window ({window!r}), got {min_samples!r}")
+    if max_consecutive_skips is not None:
+        check_int_at_least(fn, "max_consecutive_skips", max_consecutive_skips, 0)
+    if clip_to_history is not None:
+        hparams.check_positive(fn, "clip_to_history", clip_to_history)
+    for name, flag in (
+        ("skip_not_finite", skip_not_finite),
+        ("watch_loss", watch_loss),
+        ("watch_grad_norm", watch_grad_norm),
+    ):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{fn}: {name} must be True or False, got {flag!r}")
+    size, need = int(window), int(min_samples)
+    keep = _extra_args_filter(inner.update)
+
+    def init_fn(params):
+        dt = stat_dtype(params)
+        zero = lambda: jnp.zeros((), dt)  # noqa: E731  (a fresh buffer per leaf, so state can be donated)
+        return ProtectState(
+            inner_state=inner.init(params),
+            count=tree_lib.zero_count(),
+            loss=zero(),
+            grad_norm=zero(),
+            loss_median=zero(),
+            loss_sigma=zero(),
+            grad_norm_median=zero(),
+            grad_norm_sigma=zero(),
+            skipped=jnp.zeros((), jnp.bool_),
+            clipped=jnp.zeros((), jnp.bool_),
+            num_skipped=tree_lib.zero_count(),
+            num_not_finite=tree_lib.zero_count(),
+            num_loss_spikes=tree_lib.zero_count(),
+            num_grad_norm_spikes=tree_lib.zero_count(),
+            num_clipped=tree_lib.zero_count(),
+            num_consecutive_skips=tree_lib.zero_count(),
+            num_recorded=tree_lib.zero_count(),
+            loss_history=jnp.zeros((size,), dt),
+            grad_norm_history=jnp.zeros((size,), dt),
+        )
+
+    def update_fn(updates, state, params=None, *, value=None, **extra_args):
+        if watch_loss and value is None:
+            raise TypeError(
+                "protect: watch_loss=True needs the loss at every step: call "
+                "update(grads, state, params, value=loss), or build protect(..., watch_loss=False)"
+            )
+        dt = state.grad_norm.dtype
+        inc = tree_lib.safe_increment
+        norm = tree_lib.global_norm(updates, axis_name).astype(dt)
+        loss = hparams.scalar_value(fn, value).astype(dt) if value is not None else jnp.zeros((), dt)
+
+        finite = _all_finite(updates, axis_name) & jnp.isfinite(norm)
+        if value is not None:
+            finite = finite & jnp.isfinite(loss)
+
+        n = jnp.minimum(state.num_recorded, size)
+        n_safe = jnp.maximum(n, 1)
+        loss_med, loss_sig = robust_location_scale(state.loss_history, n_safe)
+        norm_med, norm_sig = robust_location_scale(state.grad_norm_history, n_safe)
+        false = jnp.zeros((), jnp.bool_)
+        loss_spike = _is_spike(loss, loss_med, loss_sig, n, threshold, margin, need) if watch_loss else false
+        norm_spike = _is_spike(norm, norm_med, norm_sig, n, threshold, margin, need) if watch_grad_norm else false
+        loss_spike, norm_spike = loss_spike & finite, norm_spike & finite
+        if watch_loss and watch_grad_norm and spike_rule == "both":
+            spike = loss_spike & norm_spike
+        else:
+            spike = loss_spike | norm_spike
+        if max_consecutive_skips is not None:
+            spike = spike & (state.num_consecutive_skips < max_consecutive_skips)
+        skipped = spike | (~finite if skip_not_finite else false)
+        accept = ~skipped
+
+        grads = updates
+        clipped = false
+        if clip_to_history is not None:
+            bound = jnp.asarray(clip_to_history, dt) * norm_med
+            clipped = (n >= need) & (norm > bound) & finite
+            factor = jnp.where(clipped, bound / norm, jnp.ones_like(norm))
+            grads = times_factor(updates, factor)
+
+        extra = dict(extra_args)
+        if value is not None:
+            extra["value"] = value
+        new_updates, new_inner = inner.update(grads, state.inner_state, params, **keep(extra))
+
+        record = accept & finite
+        pos = state.num_recorded % size
+        loss_history = state.loss_history.at[pos].set(jnp.where(record, loss, state.loss_history[pos]))
+        norm_history = state.grad_norm_history.at[pos].set(jnp.where(record, norm, state.grad_norm_history[pos]))
+        out_updates = _zero_unless(accept, new_updates)
+        out_inner = _select(accept, new_inner, state.inner_state)
+        count_if = lambda flag, c: jnp.where(flag, inc(c), c)  # noqa: E731
+        return out_updates, ProtectState(
+            inner_state=out_inner,
+            count=inc(state.count),
+            loss=loss,
+            grad_norm=norm,
+            loss_median=loss_med,
+            loss_sigma=loss_sig,
+            grad_norm_median=norm_med,
+            grad_norm_sigma=norm_sig,
+            skipped=skipped,
+            clipped=clipped & accept,
+            num_skipped=count_if(skipped, state.num_skipped),
+            num_not_finite=count_if(~finite, state.num_not_finite),
+            num_loss_spikes=count_if(loss_spike, state.num_loss_spikes),
+            num_grad_norm_spikes=count_if(norm_spike, state.num_grad_norm_spikes),
+            num_clipped=count_if(clipped & accept, state.num_clipped),
+            num_consecutive_skips=jnp.where(spike, inc(state.num_consecutive_skips), jnp.zeros((), jnp.int32)),
+            num_recorded=count_if(record, state.num_recorded),
+            loss_history=loss_history,
+            grad_norm_history=norm_history,
+        )
+
+    return GradientTransformation(init_fn, update_fn)

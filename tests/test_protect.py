@@ -1,0 +1,326 @@
+"""protect: bitwise pass-through when nothing fires, untouched inner state when a step is skipped."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradflow as gf
+from gradflow.protect import robust_location_scale
+
+PARAMS = {"w": np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), "b": np.zeros(3, np.float32)}
+
+
+def grads_at(rng, scale=1.0):
+    return {k: (rng.standard_normal(v.shape) * scale).astype(np.float32) for k, v in PARAMS.items()}
+
+
+def assert_bitwise_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert x.tobytes() == y.tobytes()
+
+
+INNERS = {
+    "gf.adamw+schedule": lambda: gf.adamw(gf.warmup_cosine_decay_schedule(0.0, 0.01, 5, 200), weight_decay=0.01),
+    "optax.adamw+schedule": lambda: optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 0.01, 5, 200)),
+    "optax standard recipe": lambda: optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 0.01, 5, 200))
+    ),
+    "gf.chain(clip, sgd momentum)": lambda: gf.chain(gf.clip_by_global_norm(1.0), gf.sgd(0.1, momentum=0.9)),
+}
+
+
+def healthy_losses(steps):
+    rng = np.random.default_rng(1)
+    return (2.0 * np.exp(-np.arange(steps) / 100) + 0.05 * rng.standard_normal(steps)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", sorted(INNERS))
+def test_updates_equal_inner_bitwise_when_nothing_fires(name):
+    inner, guarded = INNERS[name](), gf.protect(INNERS[name]())
+    params = jax.tree.map(jnp.asarray, PARAMS)
+    s_in, s_pr = inner.init(params), guarded.init(params)
+    # Op by op (no jit): each program runs the same primitives in the same order, so
+    # equality is exact; under jit XLA may fuse the two programs differently (1-ulp).
+    step_in = lambda g, s, p: inner.update(g, s, p)  # noqa: E731
+    step_pr = lambda g, s, p, v: guarded.update(g, s, p, value=v)  # noqa: E731
+    rng = np.random.default_rng(2)
+    losses = healthy_losses(120)
+    for t in range(120):
+        g = grads_at(rng, 1.0 + 0.2 * rng.standard_normal())
+        u_in, s_in = step_in(g, s_in, params)
+        u_pr, s_pr = step_pr(g, s_pr, params, losses[t])
+        assert not bool(s_pr.skipped), t
+        assert_bitwise_equal(u_pr, u_in)
+        assert_bitwise_equal(s_pr.inner_state, s_in)
+        params = gf.apply_updates(params, u_in)
+    assert int(s_pr.num_skipped) == 0 and int(s_pr.count) == 120
+
+
+BAD = {
+    "nan gradient": lambda g, v: ({**g, "w": g["w"].at[1, 2].set(jnp.nan)}, v),
+    "inf gradient": lambda g, v: ({**g, "b": g["b"].at[0].set(jnp.inf)}, v),
+    "nan loss": lambda g, v: (g, jnp.float32(jnp.nan)),
+    "loss spike": lambda g, v: (g, v * 1000),
+    "gradient spike": lambda g, v: (jax.tree.map(lambda x: x * 1e4, g), v),
+}
+
+
+@pytest.mark.parametrize("bad", sorted(BAD))
+@pytest.mark.parametrize("name", sorted(INNERS))
+def test_a_skipped_step_leaves_every_inner_leaf_bit_identical(name, bad):
+    tx = gf.protect(INNERS[name]())
+    params = jax.tree.map(jnp.asarray, PARAMS)
+    state = tx.init(params)
+    step = jax.jit(lambda g, s, p, v: tx.update(g, s, p, value=v))
+    rng = np.random.default_rng(3)
+    for t in range(6):  # a handful of healthy steps: enough for the robust statistics
+        state_before = state
+        g, v = grads_at(rng), jnp.float32(1.0 - 0.01 * t)
+        if t == 5:
+            g, v = BAD[bad](jax.tree.map(jnp.asarray, g), v)
+        updates, state = step(g, state, params, v)
+        if t < 5:
+            assert not bool(state.skipped)
+            params = gf.apply_updates(params, updates)
+    assert bool(state.skipped) and int(state.num_skipped) == 1
+    assert_bitwise_equal(state.inner_state, state_before.inner_state)
+    assert_bitwise_equal(state.loss_history, state_before.loss_history)
+    assert_bitwise_equal(state.grad_norm_history, state_before.grad_norm_history)
+    for u in jax.tree.leaves(updates):
+        assert np.all(np.asarray(u) == 0)
+
+
+def test_catches_a_spike_from_the_fifth_step_and_counts_it():
+    tx = gf.protect(gf.adam(0.01))
+    params = jax.tree.map(jnp.asarray, PARAMS)
+    state = tx.init(params)
+    rng = np.random.default_rng(4)
+    skipped = []
+    for t in range(8):
+        v = jnp.float32(50.0 if t == 4 else 1.0 + 0.01 * rng.standard_normal())
+        _, state = tx.update(grads_at(rng), state, params, value=v)
+        skipped.append(bool(state.skipped))
+    assert skipped == [False] * 4 + [True] + [False] * 3
+    assert int(state.num_loss_spikes) == 1 and int(state.num_grad_norm_spikes) == 0
+
+
+def test_a_spike_before_min_samples_is_not_judged_but_a_nan_is():
+    tx = gf.protect(gf.adam(0.01))
+    params = jax.tree.map(jnp.asarray, PARAMS)
+    state = tx.init(params)
+    rng = np.random.default_rng(5)
+    _, state = tx.update(grads_at(rng), state, params, value=jnp.float32(1.0))
+    _, state = tx.update(grads_at(rng), state, params, value=jnp.float32(1e6))  # one value of history: no judgement
+    assert not bool(state.skipped)
+    _, state = tx.update(grads_at(rng), state, params, value=jnp.float32(jnp.inf))
+    assert bool(state.skipped) and int(state.num_not_finite) == 1
+
+
+def test_spike_rule_both_needs_loss_and_norm_to_spike():
+    for rule, want in (("either", True), ("both", False)):
+        tx = gf.protect(gf.adam(0.01), spike_rule=rule)
+        params = jax.tree.map(jnp.asarray, PARAMS)
+        state = tx.init(params)
+        rng = np.random.default_rng(6)
+        for _ in range(6):
+            _, state = tx.update(grads_at(rng), state, params, value=jnp.float32(1.0 + 0.01 * rng.standard_normal()))
+        _, state = tx.update(grads_at(rng), state, params, value=jnp.float32(100.0))  # loss spikes, norm does not
+        assert bool(state.skipped) is want, rule
+        _, state = tx.update(grads_at(rng, 1e4), state, params, value=jnp.float32(100.0))  # both spike
+        assert bool(state.skipped), rule
+
+
+def test_max_consecutive_skips_lets_a_lasting_change_through():
+    tx = gf.protect(gf.adam(0.01), max_consecutive_skips=3)
+    params = jax.tree.map(jnp.asarray, PARAMS)
+    state = tx.init(params)
+    rng = np.random.default_rng(7)
+    for _ in range(5):
+        _, state = tx.update(grads_at(rng), state, params, value=jnp.float32(1.0))
+    flags = []
+    for _ in range(5):  # the loss moves to a new level for good
+        _, state = tx.update(grads_at(rng), state, params, value=jnp.float32(10.0))
+        flags.append(bool(state.skipped))
+    assert flags[:4] == [True, True, True, False]
+
+
+def test_clip_to_history_cuts_the_norm_to_the_bound():
+    tx = gf.protect(gf.sgd(1.0), clip_to_history=2.0, watch_loss=False, watch_grad_norm=False)
+    params = jax.tree.map(jnp.asarray, PARAMS)
+    state = tx.init(params)
+    rng = np.random.default_rng(8)
+    norms = []
+    for _ in range(6):
+        g = grads_at(rng)
+        norms.append(float(gf.global_norm(g)))
+        u, state = tx.update(g, state, params)
+        assert_bitwise_equal(u, jax.tree.map(lambda x: -x, jax.tree.map(jnp.asarray, g)))
+    big = grads_at(rng, 100.0)
+    u, state = tx.update(big, state, params)
+    bound = 2.0 * float(np.median(norms))
+    np.testing.assert_allclose(float(gf.global_norm(u)), bound, rtol=1e-5)
+    assert bool(state.clipped) and int(state.num_clipped) == 1 and not bool(state.skipped)
+
+
+def test_robust_statistics_match_numpy():
+    rng = np.random.default_rng(9)
+    for n in range(1, 17):
+        values = rng.standard_normal(16).astype(np.float32)
+        med, sigma = robust_location_scale(jnp.asarray(values), jnp.int32(n))
+        x = values[:n]
+        np.testing.assert_allclose(float(med), np.median(x), rtol=1e-6)
+        np.testing.assert_allclose(float(sigma), 1.4826 * np.median(np.abs(x - np.median(x))), rtol=1e-5, atol=1e-7)
+
+
+def test_watching_the_loss_without_value_raises_a_clear_error():
+    tx = gf.protect(gf.adam(0.01))
+    params = jax.tree.map(jnp.asarray, PARAMS)
+    with pytest.raises(TypeError, match=r"protect: .*value=loss.*watch_loss=False"):
+        tx.update(grads_at(np.random.default_rng(0)), tx.init(params), params)
+    quiet = gf.protect(gf.adam(0.01), watch_loss=False)
+    u, state = quiet.update(grads_at(np.random.default_rng(0)), quiet.init(params), params)
+    assert float(state.loss) == 0.0
+
+
+@pytest.mark.parametrize(
+    "kwargs,arg",
+    [
+        (dict(threshold=0.0), "threshold"),
+        (dict(threshold=float("nan")), "threshold"),
+        (dict(margin=-1.0), "margin"),
+        (dict(window=1), "window"),
+        (dict(min_samples=1), "min_samples"),
+        (dict(window=4, min_samples=8), "min_samples"),
+        (dict(max_consecutive_skips=-1), "max_consecutive_skips"),
+        (dict(clip_to_history=0.0), "clip_to_history"),
+        (dict(spike_rule="all"), "spike_rule"),
+        (dict(watch_loss=1), "watch_loss"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_function_argument_and_value(kwargs, arg):
+    with pytest.raises(ValueError) as info:
+        gf.protect(gf.adam(0.01), **kwargs)
+    msg = str(info.value)
+    assert msg.startswith("protect: ") and arg in msg and repr(next(iter(kwargs.values()))) in msg
+
+
+def test_works_inside_optax_chain_and_gf_chain():
+    for outer in (optax.chain, gf.chain):
+        tx = outer(optax.scale(1.0), gf.protect(optax.adamw(0.01)))
+        params = jax.tree.map(jnp.asarray, PARAMS)
+        state = tx.init(params)
+        step = jax.jit(lambda g, s, v: tx.update(g, s, params, value=v))
+        rng = np.random.default_rng(10)
+        for _ in range(5):
+            _, state = step(grads_at(rng), state, jnp.float32(1.0))
+        before = state[1].inner_state
+        u, state = step(grads_at(rng), state, jnp.float32(1e3))
+        assert bool(state[1].skipped)
+        assert_bitwise_equal(state[1].inner_state, before)
+        assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(u))
+
+
+def test_runs_under_jit_without_recompiling():
+    tx = gf.protect(optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 0.01, 5, 50)))
+    params = jax.tree.map(jnp.asarray, PARAMS)
+    traces = []
+
+    @jax.jit
+    def step(params, state, g, v):
+        traces.append(1)
+        u, state = tx.update(g, state, params, value=v)
+        return gf.apply_updates(params, u), state
+
+    state = tx.init(params)
+    rng = np.random.default_rng(11)
+    for t in range(30):
+        g = grads_at(rng, 1e5 if t % 7 == 6 else 1.0)
+        params, state = step(params, state, g, jnp.float32(np.nan if t == 20 else 1.0))
+    assert len(traces) == 1
+    assert int(state.num_skipped) >= 4
+
+
+def test_no_run_ends_with_non_finite_parameters():
+    rng = np.random.default_rng(12)
+    for inner in (gf.adam(0.01), optax.adamw(0.01), gf.sgd(0.1, momentum=0.9)):
+        tx = gf.protect(inner)
+        params = jax.tree.map(jnp.asarray, PARAMS)
+        state = tx.init(params)
+
+        @jax.jit
+        def step(params, state, g, v, tx=tx):
+            u, state = tx.update(g, state, params, value=v)
+            return gf.apply_updates(params, u), state
+
+        for _ in range(300):
+            g = grads_at(rng)
+            v = 1.0 + 0.1 * rng.standard_normal()
+            kind = rng.integers(10)
+            if kind == 0:
+                g["w"][rng.integers(4), rng.integers(3)] = rng.choice([np.nan, np.inf, -np.inf])
+            elif kind == 1:
+                v = rng.choice([np.nan, np.inf])
+            elif kind == 2:
+                g = {k: x * 1e30 for k, x in g.items()}
+            params, state = step(params, state, g, jnp.float32(v))
+        chex.assert_tree_all_finite(params)
+        chex.assert_tree_all_finite(state.inner_state)
+        assert int(state.num_not_finite) > 10
+
+
+def test_stats_names_are_readable():
+    tx = gf.protect(optax.adamw(0.01))
+    params = jax.tree.map(jnp.asarray, PARAMS)
+    _, state = tx.update(grads_at(np.random.default_rng(0)), tx.init(params), params, value=jnp.float32(1.0))
+    keys = set(gf.stats(state))
+    for k in ("num_skipped", "num_not_finite", "num_loss_spikes", "num_grad_norm_spikes", "loss_median",
+              "grad_norm_median", "skipped", "grad_norm", "loss"):
+        assert f"protect/{k}" in keys, sorted(keys)
+
+
+def test_fresh_state_can_be_donated():
+    tx = gf.protect(optax.adamw(0.01), clip_to_history=3.0)
+    params = jax.tree.map(jnp.asarray, PARAMS)
+    state = tx.init(params)
+    pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)]
+    assert len(pointers) == len(set(pointers))
+
+    def step(params, state, g):
+        u, state = tx.update(g, state, params, value=jnp.float32(1.0))
+        return gf.apply_updates(params, u), state
+
+    step = jax.jit(step, donate_argnums=(0, 1))
+    for _ in range(3):
+        params, state = step(params, state, grads_at(np.random.default_rng(0)))
+    chex.assert_tree_all_finite(params)
+
+
+def test_state_structure_does_not_depend_on_hyperparameters():
+    params = jax.tree.map(jnp.asarray, PARAMS)
+    a = gf.protect(gf.adam(0.01)).init(params)
+    b = gf.protect(gf.adam(0.01), watch_loss=False, watch_grad_norm=False, clip_to_history=2.0,
+                   skip_not_finite=False, spike_rule="both").init(params)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    assert [x.shape for x in jax.tree.leaves(a)] == [x.shape for x in jax.tree.leaves(b)]
+
+
+def test_float64_params_keep_float64_statistics(x64):
+    params = {"w": jnp.ones(3, jnp.float64)}
+    tx = gf.protect(gf.adam(0.01))
+    u, state = tx.update({"w": jnp.ones(3, jnp.float64)}, tx.init(params), params, value=jnp.float64(1.0))
+    assert state.loss_history.dtype == jnp.float64 and u["w"].dtype == jnp.float64
+
+
+def test_bfloat16_updates_keep_their_dtype():
+    params = {"w": jnp.ones(3, jnp.bfloat16)}
+    tx = gf.protect(gf.adam(0.01))
+    u, state = tx.update({"w": jnp.ones(3, jnp.bfloat16)}, tx.init(params), params, value=jnp.float32(1.0))
+    assert u["w"].dtype == jnp.bfloat16 and state.grad_norm.dtype == jnp.float32
