@@ -6,8 +6,8 @@ blocks follow :mod:`gradflow.adaptive`'s conventions and reuse its helpers: the
 arithmetic of each leaf runs in at least float32, the state keeps the parameters'
 dtype (or ``mu_dtype`` / ``nu_dtype``), step-dependent scalars are formed once per
 computation dtype, and each numeric hyperparameter is converted to that dtype before
-anything is derived from it, so the optimizers give the same bits under
-:func:`~gradflow.inject_hyperparams`.
+anything is derived from it, so ``adam_atan2`` and ``stable_adamw`` give the same bits
+under :func:`~gradflow.inject_hyperparams` (``spam`` the same numbers to rounding).
 
 Notation: g the incoming update, k = t + 1 the number of this update (1 first).
 """
