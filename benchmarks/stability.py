@@ -67,7 +67,7 @@ of steps, and the same compiled chunk is reused for the whole run.
 
 Run:  python benchmarks/stability.py                 # full run (see benchmarks/stability.md)
       python benchmarks/stability.py --quick         # fewer steps and rates, standard/protect/oracle only
-      python benchmarks/stability.py --scenario rnn --seeds 5 --out /tmp/stab
+      python benchmarks/stability.py --scenario rnn --seeds 5 --out out/stab
 Writes <out>.md (the table, also printed), <out>.json and docs/stability.png (or --png).
 """
 
@@ -637,7 +637,7 @@ def plot(all_results: dict, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps and rates (under 2 minutes on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and rates; standard, protect and oracle only")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per scenario (default 3)")
     parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS), help="run only these (repeatable)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "stability"),
