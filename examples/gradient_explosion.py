@@ -19,7 +19,7 @@ standard recipe (same schedule, same peak):
 
     schedule = optax.warmup_cosine_decay_schedule(0.0, peak, warmup, steps, peak / 100)
     standard = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(schedule))
-    tx = gf.protect(standard)                    # skip NaN/inf steps and loss / gradient-norm spikes
+    tx = gf.protect(standard)                    # skip NaN/inf steps and steps whose loss and ‖g‖ spike
     updates, state = tx.update(grads, state, params, value=loss)
 
 On these two tasks the clip already tames the explosion, so the two Adam-based
@@ -193,8 +193,8 @@ def make_recipes(steps: int, sgd_lr: float, clip_lr: float, peak_lr: float) -> l
       AdamW on a warmup-cosine schedule (10% warmup, down to 1% of the peak);
     - gradflow's recipe: the same standard recipe, same schedule, wrapped in
       ``gf.protect``, which skips a step whose gradient or loss is NaN/inf, or
-      whose loss or gradient norm spikes far above the median of the last 16
-      accepted steps (judged from the fifth step on).
+      whose loss and gradient norm are both more than 10× (and 6 robust σ above)
+      the median of the last 16 accepted steps (judged from the fifth step on).
     """
     warmup = max(1, steps // 10)
     schedule = optax.warmup_cosine_decay_schedule(

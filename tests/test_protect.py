@@ -68,15 +68,16 @@ BAD = {
     "nan gradient": lambda g, v: ({**g, "w": g["w"].at[1, 2].set(jnp.nan)}, v),
     "inf gradient": lambda g, v: ({**g, "b": g["b"].at[0].set(jnp.inf)}, v),
     "nan loss": lambda g, v: (g, jnp.float32(jnp.nan)),
-    "loss spike": lambda g, v: (g, v * 1000),
-    "gradient spike": lambda g, v: (jax.tree.map(lambda x: x * 1e4, g), v),
+    "loss and gradient spike": lambda g, v: (jax.tree.map(lambda x: x * 1e4, g), v * 1000),
+    "loss spike (rule either)": lambda g, v: (g, v * 1000),
+    "gradient spike (rule either)": lambda g, v: (jax.tree.map(lambda x: x * 1e4, g), v),
 }
 
 
 @pytest.mark.parametrize("bad", sorted(BAD))
 @pytest.mark.parametrize("name", sorted(INNERS))
 def test_a_skipped_step_leaves_every_inner_leaf_bit_identical(name, bad):
-    tx = gf.protect(INNERS[name]())
+    tx = gf.protect(INNERS[name](), spike_rule="either" if "either" in bad else "both")
     params = jax.tree.map(jnp.asarray, PARAMS)
     state = tx.init(params)
     step = jax.jit(lambda g, s, p, v: tx.update(g, s, p, value=v))
@@ -106,10 +107,24 @@ def test_catches_a_spike_from_the_fifth_step_and_counts_it():
     skipped = []
     for t in range(8):
         v = jnp.float32(50.0 if t == 4 else 1.0 + 0.01 * rng.standard_normal())
-        _, state = tx.update(grads_at(rng), state, params, value=v)
+        _, state = tx.update(grads_at(rng, 100.0 if t == 4 else 1.0), state, params, value=v)
         skipped.append(bool(state.skipped))
     assert skipped == [False] * 4 + [True] + [False] * 3
-    assert int(state.num_loss_spikes) == 1 and int(state.num_grad_norm_spikes) == 0
+    assert int(state.num_loss_spikes) == 1 and int(state.num_grad_norm_spikes) == 1
+
+
+def test_default_margin_lets_a_tripled_loss_through():
+    # Spikes must exceed the median by 9×|median| (10× in all): ordinary noise, even heavy-tailed, passes.
+    tx = gf.protect(gf.adam(0.01))
+    params = jax.tree.map(jnp.asarray, PARAMS)
+    state = tx.init(params)
+    rng = np.random.default_rng(4)
+    for _ in range(6):
+        _, state = tx.update(grads_at(rng), state, params, value=jnp.float32(1.0))
+    _, state = tx.update(grads_at(rng, 3.0), state, params, value=jnp.float32(3.0))
+    assert not bool(state.skipped)
+    _, state = tx.update(grads_at(rng, 30.0), state, params, value=jnp.float32(30.0))
+    assert bool(state.skipped)
 
 
 def test_a_spike_before_min_samples_is_not_judged_but_a_nan_is():
@@ -139,7 +154,7 @@ def test_spike_rule_both_needs_loss_and_norm_to_spike():
 
 
 def test_max_consecutive_skips_lets_a_lasting_change_through():
-    tx = gf.protect(gf.adam(0.01), max_consecutive_skips=3)
+    tx = gf.protect(gf.adam(0.01), max_consecutive_skips=3, spike_rule="either")
     params = jax.tree.map(jnp.asarray, PARAMS)
     state = tx.init(params)
     rng = np.random.default_rng(7)
@@ -147,7 +162,7 @@ def test_max_consecutive_skips_lets_a_lasting_change_through():
         _, state = tx.update(grads_at(rng), state, params, value=jnp.float32(1.0))
     flags = []
     for _ in range(5):  # the loss moves to a new level for good
-        _, state = tx.update(grads_at(rng), state, params, value=jnp.float32(10.0))
+        _, state = tx.update(grads_at(rng), state, params, value=jnp.float32(100.0))
         flags.append(bool(state.skipped))
     assert flags[:4] == [True, True, True, False]
 
@@ -222,7 +237,7 @@ def test_works_inside_optax_chain_and_gf_chain():
         for _ in range(5):
             _, state = step(grads_at(rng), state, jnp.float32(1.0))
         before = state[1].inner_state
-        u, state = step(grads_at(rng), state, jnp.float32(1e3))
+        u, state = step(grads_at(rng, 1e3), state, jnp.float32(1e3))
         assert bool(state[1].skipped)
         assert_bitwise_equal(state[1].inner_state, before)
         assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(u))
@@ -243,7 +258,8 @@ def test_runs_under_jit_without_recompiling():
     rng = np.random.default_rng(11)
     for t in range(30):
         g = grads_at(rng, 1e5 if t % 7 == 6 else 1.0)
-        params, state = step(params, state, g, jnp.float32(np.nan if t == 20 else 1.0))
+        v = np.nan if t == 20 else (1e3 if t % 7 == 6 else 1.0)
+        params, state = step(params, state, g, jnp.float32(v))
     assert len(traces) == 1
     assert int(state.num_skipped) >= 4
 
