@@ -391,27 +391,27 @@ def recipes_for(scenario: Scenario, candidates: bool, blocks: bool) -> list[Reci
             Recipe('protect(standard, spike_rule="either", margin=1)', _protect(spike_rule="either", margin=1.0),
                    f'gf.protect({std}, spike_rule="either", margin=1.0)'),
         ]
-    if blocks and hasattr(gf, "stable_adamw"):
+    if blocks:
         out.append(Recipe(
             "stable_adamw",
             lambda s, b2, wd: gf.stable_adamw(s, b1=0.9, b2=b2, eps=1e-8, weight_decay=wd),
             "gf.stable_adamw(sched, b1, b2, eps=1e-8, weight_decay) (its update clipping replaces the gradient clip)",
         ))
-    if blocks and hasattr(gf, "clip_update_norm"):
+    if blocks:
         out.append(Recipe(
             "standard + clip_update_norm",
             lambda s, b2, wd: optax.chain(standard(s, b2, wd), gf.clip_update_norm()),
             f"optax.chain({std}, gf.clip_update_norm())",
         ))
-    if blocks and hasattr(gf, "spam"):
+    if blocks:
         out.append(Recipe("spam", lambda s, b2, wd: gf.spam(s, b2=b2, weight_decay=wd), "gf.spam(sched)"))
-    if blocks and hasattr(gf, "adam_atan2"):
+    if blocks:
         out.append(Recipe(
             "adam_atan2",
             lambda s, b2, wd: gf.adam_atan2(s, b1=0.9, b2=b2, weight_decay=wd),
             "gf.adam_atan2(sched, b1, b2, weight_decay) (bounded steps; no gradient clip)",
         ))
-    if scenario.half_precision and hasattr(gf, "dynamic_loss_scale"):
+    if scenario.half_precision:
         out.append(Recipe(
             "dynamic_loss_scale(standard)",
             lambda s, b2, wd: gf.dynamic_loss_scale(standard(s, b2, wd)),
