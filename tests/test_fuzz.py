@@ -216,6 +216,64 @@ def test_schedule_properties_on_random_steps(name, steps):
     CASES["schedule/" + name] += 1
 
 
+def _with_extra_axis(tree, index: int):
+    """``tree`` with its ``index``-th leaf (mod the number of leaves) given a trailing axis of 1."""
+    leaves, treedef = jax.tree.flatten(tree)
+    i = index % len(leaves)
+    leaves[i] = leaves[i][..., None]
+    return jax.tree.unflatten(treedef, leaves), jax.tree_util.keystr(jax.tree_util.tree_leaves_with_path(tree)[i][0])
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+@settings(FUZZ, max_examples=3)
+@given(problem=problems(["float32"]), index=st.integers(0, 100))
+def test_leaf_of_another_shape_is_refused_on_random_trees(name, problem, index):
+    """A gradient leaf with an extra axis of 1 would broadcast; every transform names it instead."""
+    params, grads = problem
+    if not jax.tree.leaves(params):
+        return
+    bad, where = _with_extra_axis(grads[0], index)
+    tx = TRANSFORMS[name]()
+    with pytest.raises(ValueError, match="has shape") as info:
+        jax.jit(tx.update)(bad, tx.init(params), params, value=jnp.float32(1.0))
+    assert where in str(info.value), (where, str(info.value))
+    CASES["shape/" + name] += 1
+
+
+@pytest.mark.parametrize("name", list(catalog.OPTIMIZERS))
+@settings(FUZZ, max_examples=3)
+@given(problem=problems(["float32"]))
+def test_python_float_leaves_on_random_trees(name, problem):
+    """0-d float32 parameter leaves given as Python floats behave as the arrays do."""
+    params, grads = problem
+    as_numbers = jax.tree.map(lambda x: float(x) if x.shape == () else x, params)
+    tx = catalog.OPTIMIZERS[name]()
+    u_arrays, _ = tx.update(grads[0], tx.init(params), params)
+    u_numbers, _ = jax.jit(tx.update)(grads[0], tx.init(as_numbers), as_numbers)
+    for a, b in zip(jax.tree.leaves(u_numbers), jax.tree.leaves(u_arrays)):
+        _assert_close(a, b, "float32")
+    gf.apply_updates(as_numbers, u_numbers)
+    CASES["python_float/" + name] += 1
+
+
+@pytest.mark.parametrize("name", list(catalog.SCHEDULES))
+@settings(FUZZ, max_examples=5)
+@given(steps=st.lists(st.integers(0, 2**32 - 1), min_size=8, max_size=8))
+def test_schedule_properties_on_unsigned_and_giant_steps(name, steps):
+    """uint32 steps (past 2³¹ too) and Python ints beyond int32: finite, ≥ 0, and equal to the
+    int32 values wherever those exist."""
+    schedule = catalog.SCHEDULES[name]()
+    unsigned = jax.jit(jax.vmap(schedule))(jnp.asarray(np.asarray(steps, np.uint32)))
+    assert bool(jnp.all(jnp.isfinite(unsigned))) and bool(jnp.all(unsigned >= 0)), (name, steps, unsigned)
+    small = np.asarray(steps) < 2**31
+    if small.any():
+        signed = jax.vmap(schedule)(jnp.asarray(np.asarray(steps)[small], np.int32))
+        np.testing.assert_allclose(np.asarray(unsigned)[small], signed, rtol=1e-6, atol=1e-9)
+    giant = float(schedule(max(steps) + 2**32))
+    assert np.isfinite(giant) and giant >= 0
+    CASES["schedule_unsigned/" + name] += 1
+
+
 def test_report_generated_case_count():
     """Prints how many generated cases ran (``pytest -s``); runs last in this file."""
     generated = sum(n for k, n in CASES.items() if not k.endswith("/empty"))
