@@ -114,6 +114,16 @@ def apply_if_finite(
     return GradientTransformation(init_fn, update_fn)
 
 
+def _check_window(fn: str, window: Any, min_samples: Any, max_consecutive_skips: Any) -> None:
+    """The checks shared by the guards that judge a value against a window of accepted ones."""
+    check_int_at_least(fn, "window", window, 2)
+    check_int_at_least(fn, "min_samples", min_samples, 2)
+    if int(min_samples) > int(window):
+        raise ValueError(f"{fn}: min_samples must be <= window ({window!r}), got {min_samples!r}")
+    if max_consecutive_skips is not None:
+        check_int_at_least(fn, "max_consecutive_skips", max_consecutive_skips, 0)
+
+
 class SkipSpikesState(NamedTuple):
     """State of :func:`skip_spikes`."""
 
@@ -186,12 +196,7 @@ def skip_spikes(
     """
     fn = "skip_spikes"
     hparams.check_positive(fn, "threshold", threshold)
-    check_int_at_least(fn, "window", window, 2)
-    check_int_at_least(fn, "min_samples", min_samples, 2)
-    if int(min_samples) > int(window):
-        raise ValueError(f"{fn}: min_samples must be <= window ({window!r}), got {min_samples!r}")
-    if max_consecutive_skips is not None:
-        check_int_at_least(fn, "max_consecutive_skips", max_consecutive_skips, 0)
+    _check_window(fn, window, min_samples, max_consecutive_skips)
     size = int(window)
     keep = _extra_args_filter(inner.update)
 

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 from gradflow import hparams
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation, _extra_args_filter
-from gradflow.clipping import check_int_at_least, stat_dtype, times_factor
-from gradflow.guards import _all_finite, _select, _zero_unless
+from gradflow.clipping import stat_dtype, times_factor
+from gradflow.guards import _all_finite, _check_window, _select, _zero_unless
 
 # 1.4826·MAD estimates σ for normally distributed values.
 _MAD_TO_SIGMA = 1.4826
@@ -169,12 +169,7 @@ def protect(
         raise ValueError(f"{fn}: spike_rule must be one of {_RULES}, got {spike_rule!r}")
     hparams.check_positive(fn, "threshold", threshold)
     hparams.check_non_negative(fn, "margin", margin)
-    check_int_at_least(fn, "window", window, 2)
-    check_int_at_least(fn, "min_samples", min_samples, 2)
-    if int(min_samples) > int(window):
-        raise ValueError(f"{fn}: min_samples must be <= window ({window!r}), got {min_samples!r}")
-    if max_consecutive_skips is not None:
-        check_int_at_least(fn, "max_consecutive_skips", max_consecutive_skips, 0)
+    _check_window(fn, window, min_samples, max_consecutive_skips)
     if clip_to_history is not None:
         hparams.check_positive(fn, "clip_to_history", clip_to_history)
     for name, flag in (
