@@ -34,7 +34,7 @@ from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation
 
 
-def _compute_dtype(dtype: Any, *state: Any) -> Any:
+def compute_dtype(dtype: Any, *state: Any) -> Any:
     """The dtype a leaf's arithmetic runs in: the gradient's, promoted to at least float32
     and to any wider floating ``state`` leaf's (float64 moments with float32 gradients
     are formed in float64, not stored float32-exact)."""
@@ -43,11 +43,6 @@ def _compute_dtype(dtype: Any, *state: Any) -> Any:
         if x is not None and jnp.issubdtype(x.dtype, jnp.floating) and jnp.finfo(x.dtype).bits > jnp.finfo(cd).bits:
             cd = jnp.promote_types(cd, x.dtype)
     return cd
-
-
-def _abs_sq(x: jnp.ndarray) -> jnp.ndarray:
-    """|x|²: x·x for real leaves, Re(x·x̄) for complex ones."""
-    return x * x if not jnp.iscomplexobj(x) else jnp.real(x * jnp.conj(x))
 
 
 def _bias_correction(decay: Any, k: jnp.ndarray) -> jnp.ndarray:
@@ -68,7 +63,7 @@ def _bias_correction(decay: Any, k: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(pos, -jnp.expm1(k * jnp.log1p(-(1 - safe))), 1 - b**k)
 
 
-def _per_dtype(make: Any) -> Any:
+def per_dtype(make: Any) -> Any:
     """``make(dtype)`` memoised per dtype: one set of step scalars per computation dtype, not per leaf."""
     cache: dict = {}
 
@@ -81,7 +76,7 @@ def _per_dtype(make: Any) -> Any:
     return get
 
 
-def _adam_scalars(b1: Any, b2: Any, eps: Any, eps_root: Any, bias_correction: bool, count: jnp.ndarray) -> Any:
+def adam_scalars(b1: Any, b2: Any, eps: Any, eps_root: Any, bias_correction: bool, count: jnp.ndarray) -> Any:
     """Per computation dtype: (β₁, β₂, ε, ε_root, 1 − β₁ᵏ, 1 − β₂ᵏ, 1 − β₁ᵏ⁺¹) at step k = ``count``.
 
     Each is formed in that dtype from the hyperparameter converted first, so a
@@ -96,7 +91,7 @@ def _adam_scalars(b1: Any, b2: Any, eps: Any, eps_root: Any, bias_correction: bo
         k = count.astype(cd)
         return args + (_bias_correction(b1, k), _bias_correction(b2, k), _bias_correction(b1, k + 1))
 
-    return _per_dtype(make)
+    return per_dtype(make)
 
 
 def _unzip(tree_of_tuples: Any, like: Any, n: int) -> tuple:
@@ -108,9 +103,38 @@ def _unzip(tree_of_tuples: Any, like: Any, n: int) -> tuple:
     return jax.tree.transpose(outer, inner, tree_of_tuples)
 
 
-def _check_block_args(fn: str, **decays: Any) -> None:
-    for name, value in decays.items():
-        hparams.check_decay(fn, name, value)
+def _cast_like(new: Any, old: Any) -> Any:
+    return jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)
+
+
+def map_leaves(one: Any, updates: Any, states: tuple, n_extra: int = 0) -> tuple:
+    """Run a block's per-leaf rule and regroup its results by tree.
+
+    ``one(g, *s)`` gets a leaf of the updates and the same leaf of each tree in
+    ``states`` and returns ``(u, *new_s, *extra)``. The result is ``(updates,
+    new_states, extras)``: the updates in the gradients' dtypes, each new state
+    tree cast back to the dtypes of the old one, and ``n_extra`` further trees
+    (per-leaf statistics) as ``one`` returned them.
+    """
+    out = _unzip(jax.tree.map(one, updates, *states), updates, 1 + len(states) + n_extra)
+    new_states = tuple(_cast_like(new, old) for new, old in zip(out[1 : 1 + len(states)], states))
+    return _cast_like(out[0], updates), new_states, out[1 + len(states) :]
+
+
+def update_moments(g: jnp.ndarray, m: jnp.ndarray, v: jnp.ndarray, b1: Any, b2: Any, cd: Any) -> tuple:
+    """Adam's moment updates in dtype ``cd``: (g, β₁·m + (1 − β₁)·g, β₂·v + (1 − β₂)·|g|²), all in ``cd``."""
+    g = g.astype(cd)
+    return g, m.astype(cd) * b1 + g * (1 - b1), v.astype(cd) * b2 + tree_lib.abs_sq(g) * (1 - b2)
+
+
+def check_adam_args(fn: str, b1: Any, b2: Any, eps: Any = 0.0, eps_root: Any = 0.0, **flags: Any) -> None:
+    """The checks every Adam-like block and optimizer makes: β's in [0, 1), ε's ≥ 0, flags boolean."""
+    hparams.check_decay(fn, "b1", b1)
+    hparams.check_decay(fn, "b2", b2)
+    hparams.check_non_negative(fn, "eps", eps)
+    hparams.check_non_negative(fn, "eps_root", eps_root)
+    for name, value in flags.items():
+        hparams.check_bool(fn, name, value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,6 +151,7 @@ class ScaleByRssState(NamedTuple):
 def scale_by_rss(
     initial_accumulator_value: float = 0.0,
     eps: float = 1e-10,
+    *,
     eps_in_sqrt: bool = False,
 ) -> GradientTransformation:
     """Divide by the root of the sum of all squared gradients so far (AdaGrad).
@@ -156,6 +181,7 @@ def scale_by_rss(
     fn = "scale_by_rss"
     hparams.check_non_negative(fn, "initial_accumulator_value", initial_accumulator_value)
     hparams.check_non_negative(fn, "eps", eps)
+    hparams.check_bool(fn, "eps_in_sqrt", eps_in_sqrt)
 
     def init_fn(params):
         return ScaleByRssState(sum_of_squares=tree_lib.full_like(params, initial_accumulator_value))
@@ -165,18 +191,16 @@ def scale_by_rss(
         tree_lib.check_same_shapes(fn, updates, state.sum_of_squares, "accumulator")
 
         def one(g, s):
-            cd = _compute_dtype(g.dtype, s)
+            cd = compute_dtype(g.dtype, s)
             gc = g.astype(cd)
             e = hparams.as_scalar(eps, cd)
-            s = s.astype(cd) + _abs_sq(gc)
+            s = s.astype(cd) + tree_lib.abs_sq(gc)
             denom = jnp.sqrt(s + e) if eps_in_sqrt else jnp.sqrt(s) + e
             # G = 0 only where every g so far was 0: divide by 1 there (the select sits
             # in the denominator, so the step's factor multiplies a plain quotient).
-            u = gc / jnp.where(s > 0, denom, jnp.ones_like(denom))
-            return u.astype(g.dtype), s
+            return gc / jnp.where(s > 0, denom, jnp.ones_like(denom)), s
 
-        new_u, new_s = _unzip(jax.tree.map(one, updates, state.sum_of_squares), updates, 2)
-        new_s = jax.tree.map(lambda n, o: n.astype(o.dtype), new_s, state.sum_of_squares)
+        new_u, (new_s,), _ = map_leaves(one, updates, (state.sum_of_squares,))
         return new_u, ScaleByRssState(sum_of_squares=new_s)
 
     return GradientTransformation(init_fn, update_fn)
@@ -198,6 +222,7 @@ class ScaleByRmsState(NamedTuple):
 def scale_by_rms(
     decay: float = 0.9,
     eps: float = 1e-8,
+    *,
     eps_in_sqrt: bool = False,
     centered: bool = False,
     initial_scale: float = 0.0,
@@ -234,9 +259,11 @@ def scale_by_rms(
       Graves, Generating Sequences With Recurrent Neural Networks, 2013, arXiv:1308.0850.
     """
     fn = "scale_by_rms"
-    _check_block_args(fn, decay=decay)
+    hparams.check_decay(fn, "decay", decay)
     hparams.check_non_negative(fn, "eps", eps)
     hparams.check_non_negative(fn, "initial_scale", initial_scale)
+    for name, flag in (("eps_in_sqrt", eps_in_sqrt), ("centered", centered), ("bias_correction", bias_correction)):
+        hparams.check_bool(fn, name, flag)
 
     def init_fn(params):
         return ScaleByRmsState(
@@ -250,7 +277,7 @@ def scale_by_rms(
         tree_lib.check_same_shapes(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
         # Per computation dtype: β, 1 − β and (with bias correction) 1 − βᵏ, all formed in that dtype.
-        scalars = _per_dtype(
+        scalars = per_dtype(
             lambda cd: (
                 hparams.as_scalar(decay, cd),
                 hparams.as_scalar(eps, cd),
@@ -259,27 +286,20 @@ def scale_by_rms(
         )
 
         def one(g, v, m=None):
-            cd = _compute_dtype(g.dtype, v, m)
+            cd = compute_dtype(g.dtype, v, m)
             b, e, c = scalars(cd)
             gc = g.astype(cd)
-            v = v.astype(cd) * b + _abs_sq(gc) * (1 - b)
+            v = v.astype(cd) * b + tree_lib.abs_sq(gc) * (1 - b)
             v_hat = v / c if bias_correction else v
             if centered:
                 m = m.astype(cd) * b + gc * (1 - b)
                 m_hat = m / c if bias_correction else m
-                v_hat = jnp.maximum(jnp.real(v_hat - _abs_sq(m_hat)), 0.0)
+                v_hat = jnp.maximum(jnp.real(v_hat - tree_lib.abs_sq(m_hat)), 0.0)
             denom = jnp.sqrt(v_hat + e) if eps_in_sqrt else jnp.sqrt(v_hat) + e
-            u = (gc / denom).astype(g.dtype)
-            return (u, v, m) if centered else (u, v)
+            return (gc / denom, v, m) if centered else (gc / denom, v)
 
-        if centered:
-            new_u, new_v, new_m = _unzip(jax.tree.map(one, updates, state.nu, state.mu), updates, 3)
-            new_m = jax.tree.map(lambda n, o: n.astype(o.dtype), new_m, state.mu)
-        else:
-            new_u, new_v = _unzip(jax.tree.map(one, updates, state.nu), updates, 2)
-            new_m = None
-        new_v = jax.tree.map(lambda n, o: n.astype(o.dtype), new_v, state.nu)
-        return new_u, ScaleByRmsState(count=count, nu=new_v, mu=new_m)
+        new_u, (new_v, *new_m), _ = map_leaves(one, updates, (state.nu, state.mu) if centered else (state.nu,))
+        return new_u, ScaleByRmsState(count=count, nu=new_v, mu=new_m[0] if centered else None)
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -301,6 +321,7 @@ def scale_by_adam(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    *,
     eps_root: float = 0.0,
     bias_correction: bool = True,
     nesterov: bool = False,
@@ -340,9 +361,7 @@ def scale_by_adam(
       Dozat, Incorporating Nesterov Momentum into Adam, ICLR workshop 2016.
     """
     fn = "scale_by_adam"
-    _check_block_args(fn, b1=b1, b2=b2)
-    hparams.check_non_negative(fn, "eps", eps)
-    hparams.check_non_negative(fn, "eps_root", eps_root)
+    check_adam_args(fn, b1, b2, eps, eps_root, bias_correction=bias_correction, nesterov=nesterov)
     if nesterov and hparams.static_number(b1) == 0:
         raise ValueError(f"{fn}: nesterov=True needs b1 > 0, got b1={b1!r}")
 
@@ -358,14 +377,12 @@ def scale_by_adam(
         tree_lib.check_same_shapes(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
 
-        scalars = _adam_scalars(b1, b2, eps, eps_root, bias_correction, count)
+        scalars = adam_scalars(b1, b2, eps, eps_root, bias_correction, count)
 
         def one(g, m, v):
-            cd = _compute_dtype(g.dtype, m, v)
+            cd = compute_dtype(g.dtype, m, v)
             beta1, beta2, e, e_root, c1, c2, c1_next = scalars(cd)
-            gc = g.astype(cd)
-            m = m.astype(cd) * beta1 + gc * (1 - beta1)
-            v = v.astype(cd) * beta2 + _abs_sq(gc) * (1 - beta2)
+            gc, m, v = update_moments(g, m, v, beta1, beta2, cd)
             if nesterov and bias_correction:
                 m_hat = m * beta1 / c1_next + gc * (1 - beta1) / c1
             elif nesterov:
@@ -373,12 +390,9 @@ def scale_by_adam(
             else:
                 m_hat = m / c1 if bias_correction else m
             v_hat = v / c2 if bias_correction else v
-            u = m_hat / (jnp.sqrt(v_hat + e_root) + e)
-            return u.astype(g.dtype), m, v
+            return m_hat / (jnp.sqrt(v_hat + e_root) + e), m, v
 
-        new_u, new_m, new_v = _unzip(jax.tree.map(one, updates, state.mu, state.nu), updates, 3)
-        new_m = jax.tree.map(lambda n, o: n.astype(o.dtype), new_m, state.mu)
-        new_v = jax.tree.map(lambda n, o: n.astype(o.dtype), new_v, state.nu)
+        new_u, (new_m, new_v), _ = map_leaves(one, updates, (state.mu, state.nu))
         return new_u, ScaleByAdamState(count=count, mu=new_m, nu=new_v)
 
     return GradientTransformation(init_fn, update_fn)
@@ -402,12 +416,12 @@ def scale_by_amsgrad(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-    bias_correction: bool = True,
     *,
     eps_root: float = 0.0,
+    bias_correction: bool = True,
+    max_of_debiased: bool = False,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
-    max_of_debiased: bool = False,
 ) -> GradientTransformation:
     """AMSGrad's direction: Adam with the running maximum of the second moment.
 
@@ -443,9 +457,7 @@ def scale_by_amsgrad(
       Reddi, Kale & Kumar, On the Convergence of Adam and Beyond, ICLR 2018, arXiv:1904.09237.
     """
     fn = "scale_by_amsgrad"
-    _check_block_args(fn, b1=b1, b2=b2)
-    hparams.check_non_negative(fn, "eps", eps)
-    hparams.check_non_negative(fn, "eps_root", eps_root)
+    check_adam_args(fn, b1, b2, eps, eps_root, bias_correction=bias_correction, max_of_debiased=max_of_debiased)
     if max_of_debiased and not bias_correction:
         raise ValueError(f"{fn}: max_of_debiased=True needs bias_correction=True, got bias_correction=False")
 
@@ -462,14 +474,12 @@ def scale_by_amsgrad(
         tree_lib.check_same_shapes(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
 
-        scalars = _adam_scalars(b1, b2, eps, eps_root, bias_correction, count)
+        scalars = adam_scalars(b1, b2, eps, eps_root, bias_correction, count)
 
         def one(g, m, v, v_max):
-            cd = _compute_dtype(g.dtype, m, v, v_max)
+            cd = compute_dtype(g.dtype, m, v, v_max)
             beta1, beta2, e, e_root, c1, c2, _ = scalars(cd)
-            gc = g.astype(cd)
-            m = m.astype(cd) * beta1 + gc * (1 - beta1)
-            v = v.astype(cd) * beta2 + _abs_sq(gc) * (1 - beta2)
+            _, m, v = update_moments(g, m, v, beta1, beta2, cd)
             if max_of_debiased:
                 v_max = jnp.maximum(v_max.astype(cd), v / c2)
                 v_hat = v_max
@@ -477,15 +487,10 @@ def scale_by_amsgrad(
                 v_max = jnp.maximum(v_max.astype(cd), v)
                 v_hat = v_max / c2 if bias_correction else v_max
             m_hat = m / c1 if bias_correction else m
-            u = m_hat / (jnp.sqrt(v_hat + e_root) + e)
-            return u.astype(g.dtype), m, v, v_max
+            return m_hat / (jnp.sqrt(v_hat + e_root) + e), m, v, v_max
 
-        out = jax.tree.map(one, updates, state.mu, state.nu, state.nu_max)
-        new_u, new_m, new_v, new_vmax = _unzip(out, updates, 4)
-        cast = lambda new, old: jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)  # noqa: E731
-        return new_u, ScaleByAmsgradState(
-            count=count, mu=cast(new_m, state.mu), nu=cast(new_v, state.nu), nu_max=cast(new_vmax, state.nu_max)
-        )
+        new_u, (new_m, new_v, new_vmax), _ = map_leaves(one, updates, (state.mu, state.nu, state.nu_max))
+        return new_u, ScaleByAmsgradState(count=count, mu=new_m, nu=new_v, nu_max=new_vmax)
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -504,8 +509,8 @@ class ScaleByTrustRatioState(NamedTuple):
 def scale_by_trust_ratio(
     trust_coefficient: float = 1.0,
     eps: float = 0.0,
-    weight_decay: hparams.ScalarOrSchedule = 0.0,
     *,
+    weight_decay: hparams.ScalarOrSchedule = 0.0,
     axis_name: Any = None,
 ) -> GradientTransformation:
     """Scale each leaf by its trust ratio, a scalar from the leaf's norms (LARS, LAMB).
@@ -573,7 +578,7 @@ def scale_by_trust_ratio(
             denom = u_norm + p_norm * wd_s + e if uses_decay else u_norm + e
             safe = (p_norm == 0) | (denom == 0)
             ratio = jnp.where(safe, jnp.ones((), nd), p_norm * eta / jnp.where(safe, 1.0, denom))
-            cd = _compute_dtype(u.dtype)
+            cd = compute_dtype(u.dtype)
             d = u.astype(cd)
             if uses_decay:
                 d = d + p.astype(cd) * wd_s.astype(cd)

@@ -40,7 +40,7 @@ EmptyState = optax.EmptyState
 """The state of a stateless transform (optax's ``EmptyState``)."""
 
 
-def _extra_args_filter(update: Callable) -> Callable[[dict], dict]:
+def extra_args_filter(update: Callable) -> Callable[[dict], dict]:
     """Which extra keyword arguments ``update`` can take (decided once, at build time).
 
     gradflow's own transforms (and optax's ``GradientTransformationExtraArgs``)
@@ -78,7 +78,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     """
     inits = tuple(t.init for t in transforms)
     updates_fns = tuple(t.update for t in transforms)
-    filters = tuple(_extra_args_filter(u) for u in updates_fns)
+    filters = tuple(extra_args_filter(u) for u in updates_fns)
 
     def init_fn(params):
         tree_lib.check_float_leaves("chain", params)

@@ -19,7 +19,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
@@ -28,41 +27,6 @@ from gradflow.base import GradientTransformation
 # ---------------------------------------------------------------------------
 # shared helpers
 # ---------------------------------------------------------------------------
-
-
-def stat_dtype(params: Any) -> Any:
-    """dtype of scalar statistics: float32, or float64 when a parameter is float64.
-
-    It is the dtype :func:`gradflow.global_norm` returns for such a tree. Works on
-    ``jax.ShapeDtypeStruct`` leaves.
-    """
-    dtypes = []
-    for p in jax.tree.leaves(params):
-        dt = jnp.dtype(p.dtype if hasattr(p, "dtype") else jnp.result_type(p))
-        if jnp.issubdtype(dt, jnp.floating) or jnp.issubdtype(dt, jnp.complexfloating):
-            dtypes.append(jnp.finfo(dt).dtype)
-    return jnp.result_type(jnp.float32, *dtypes) if dtypes else jnp.dtype(jnp.float32)
-
-
-def times_factor(updates: Any, factor: Any) -> Any:
-    """Each leaf times a scalar ``factor`` (formed in ≥ float32, cast back to the leaf's dtype)."""
-    return jax.tree.map(lambda g: (g * factor).astype(g.dtype), updates)
-
-
-def check_int_at_least(fn: str, name: str, value: Any, low: int) -> None:
-    """Raise ``ValueError`` unless ``value`` is an integer ≥ ``low``."""
-    if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}")
-    if not isinstance(value, int):
-        try:
-            ok = int(value) == value
-        except (TypeError, ValueError, OverflowError):
-            ok = False
-        if not ok:
-            raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}")
-        value = int(value)
-    if value < low:
-        raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}")
 
 
 def _check_ema_factor(fn: str, name: str, value: Any) -> None:
@@ -165,7 +129,7 @@ def _checked(fn: str, init_fn, update_fn) -> GradientTransformation:
 
 
 def _diag_init(cls, params, **extra):
-    dt = stat_dtype(params)
+    dt = tree_lib.stat_dtype(params)
     return cls(
         count=tree_lib.zero_count(),
         norm=jnp.zeros((), dt),
@@ -315,7 +279,7 @@ def clip_by_global_norm(
         else:
             factor = _bound_factor(norm, c)
             clipped = norm > c
-        return times_factor(updates, factor), _diag_next(state, norm, clipped)
+        return tree_lib.times_scalar(updates, factor, in_leaf_dtype=False), _diag_next(state, norm, clipped)
 
     return _checked("clip_by_global_norm", init_fn, update_fn)
 
@@ -385,11 +349,8 @@ def unitwise_norm(x: jnp.ndarray, axis: Any = None, pytorch_layout: bool = False
 
     The units follow :func:`adaptive_grad_clip`'s axis convention.
     """
-    acc = jnp.promote_types(jnp.real(jnp.zeros((), x.dtype)).dtype, jnp.float32)
-    axes = _unit_axes(x.shape, axis, pytorch_layout)
-    y = x.astype(jnp.promote_types(x.dtype, acc))
-    sq = jnp.real(y * jnp.conj(y)) if jnp.iscomplexobj(y) else y * y
-    return jnp.sqrt(jnp.sum(sq, axis=axes, keepdims=True)).astype(acc)
+    sq = tree_lib.wide_abs_sq(x)
+    return jnp.sqrt(jnp.sum(sq, axis=_unit_axes(x.shape, axis, pytorch_layout), keepdims=True))
 
 
 def adaptive_grad_clip(
@@ -542,12 +503,12 @@ def autoclip(
       Source Separation Networks, 2020, https://arxiv.org/abs/2007.14469
     """
     hparams.check_range("autoclip", "percentile", percentile, 0.0, 100.0, low_open=True)
-    check_int_at_least("autoclip", "history_size", history_size, 1)
+    hparams.check_int("autoclip", "history_size", history_size, 1)
     size = int(history_size)
     q = float(percentile)
 
     def init_fn(params):
-        dt = stat_dtype(params)
+        dt = tree_lib.stat_dtype(params)
         return AutoclipState(
             count=tree_lib.zero_count(),
             norm=jnp.zeros((), dt),
@@ -571,7 +532,7 @@ def autoclip(
             filled > 0, linear_percentile(history, filled, q), jnp.asarray(jnp.inf, dt)
         )
         clipped = norm > threshold
-        updates = times_factor(updates, _bound_factor(norm, threshold))
+        updates = tree_lib.times_scalar(updates, _bound_factor(norm, threshold), in_leaf_dtype=False)
         return updates, AutoclipState(
             count=tree_lib.safe_increment(state.count),
             norm=norm,
@@ -644,12 +605,12 @@ def zclip(
     """
     _check_ema_factor("zclip", "alpha", alpha)
     hparams.check_positive("zclip", "z_threshold", z_threshold)
-    check_int_at_least("zclip", "warmup_steps", warmup_steps, 1)
+    hparams.check_int("zclip", "warmup_steps", warmup_steps, 1)
     hparams.check_non_negative("zclip", "eps", eps)
     w = int(warmup_steps)
 
     def init_fn(params):
-        dt = stat_dtype(params)
+        dt = tree_lib.stat_dtype(params)
         return ZclipState(
             count=tree_lib.zero_count(),
             norm=jnp.zeros((), dt),
@@ -692,7 +653,7 @@ def zclip(
         mean = jnp.where(done, init_mean, jnp.where(tracked, ema_mean, state.mean))
         var = jnp.where(done, init_var, jnp.where(tracked, ema_var, state.var))
         factor = jnp.where(spike, bound / norm, jnp.ones_like(norm))
-        return times_factor(updates, factor), ZclipState(
+        return tree_lib.times_scalar(updates, factor, in_leaf_dtype=False), ZclipState(
             count=tree_lib.safe_increment(state.count),
             norm=norm,
             z=jnp.where(warm, jnp.zeros_like(z), z),
@@ -760,20 +721,20 @@ def clip_update_norm(
       https://github.com/stanford-crfm/levanter
     """
     fn = "clip_update_norm"
-    check_int_at_least(fn, "window", window, 1)
+    hparams.check_int(fn, "window", window, 1)
     hparams.check_non_negative(fn, "sigma_factor", sigma_factor)
     size = int(window)
     if min_history is None:
         need = max(2, size // 2)
     else:
-        check_int_at_least(fn, "min_history", min_history, 1)
+        hparams.check_int(fn, "min_history", min_history, 1)
         if int(min_history) > size:
             raise ValueError(f"{fn}: min_history must be an integer in [1, window={size}], got {min_history!r}")
         need = int(min_history)
     need = min(need, size)
 
     def init_fn(params):
-        dt = stat_dtype(params)
+        dt = tree_lib.stat_dtype(params)
         return ClipUpdateNormState(
             count=tree_lib.zero_count(),
             norm=jnp.zeros((), dt),
@@ -800,7 +761,7 @@ def clip_update_norm(
         finite = jnp.isfinite(norm)
         pos = state.num_recorded % size
         history = state.history.at[pos].set(jnp.where(finite, norm, state.history[pos]))
-        return times_factor(updates, _bound_factor(norm, threshold)), ClipUpdateNormState(
+        return tree_lib.times_scalar(updates, _bound_factor(norm, threshold), in_leaf_dtype=False), ClipUpdateNormState(
             count=tree_lib.safe_increment(state.count),
             norm=norm,
             threshold=threshold,
@@ -876,11 +837,11 @@ def adagc(
     hparams.check_positive("adagc", "lambda_abs", lambda_abs)
     hparams.check_positive("adagc", "lambda_rel", lambda_rel)
     _check_ema_factor("adagc", "beta", beta)
-    check_int_at_least("adagc", "warmup_steps", warmup_steps, 1)
+    hparams.check_int("adagc", "warmup_steps", warmup_steps, 1)
     w = int(warmup_steps)
 
     def init_fn(params):
-        dt = stat_dtype(params)
+        dt = tree_lib.stat_dtype(params)
         return AdagcState(
             count=tree_lib.zero_count(),
             norm=jnp.zeros((), dt),

@@ -10,8 +10,7 @@ import jax.numpy as jnp
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
-from gradflow.base import GradientTransformation, _extra_args_filter, identity
-from gradflow.clipping import stat_dtype
+from gradflow.base import GradientTransformation, extra_args_filter, identity
 from gradflow.inject import InjectHyperparamsState
 
 
@@ -93,7 +92,7 @@ def monitor(
     if learning_rate is not None:
         hparams.check_non_negative("monitor", "learning_rate", learning_rate)
     inner = identity() if inner is None else inner
-    keep = _extra_args_filter(inner.update)
+    keep = extra_args_filter(inner.update)
 
     def lr_at(count, inner_state, dt, before=None):
         if learning_rate is not None:
@@ -102,7 +101,7 @@ def monitor(
         return None if found is None else jnp.asarray(found).astype(dt)
 
     def init_fn(params):
-        dt = stat_dtype(params)
+        dt = tree_lib.stat_dtype(params)
         inner_state = inner.init(params)
         lr = lr_at(tree_lib.zero_count(), inner_state, dt)
         return MonitorState(

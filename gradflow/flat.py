@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradflow import hparams
 from gradflow.base import GradientTransformation
-from gradflow.tree import _group_key
+from gradflow.tree import group_key
 
 
 class FlattenSmallState(NamedTuple):
@@ -76,7 +77,7 @@ def _check_unsharded(fn: str, leaves: list, layout: _Layout, max_size: int) -> N
             x = leaves[i]
             sharding = getattr(x, "sharding", None)
             known_split = sharding is not None and not isinstance(x, jax.core.Tracer) and not sharding.is_fully_replicated
-            if known_split or (isinstance(x, jax.core.Tracer) and _group_key(x) is None and _explicit(x)):
+            if known_split or (isinstance(x, jax.core.Tracer) and group_key(x) is None and _explicit(x)):
                 raise ValueError(
                     f"{fn}: leaf {i} of shape {layout.shapes[i]} is sharded over several devices and would be "
                     f"packed with others (max_size={max_size}); pass a smaller max_size so it stays on its own"
@@ -184,8 +185,7 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
       same reason: Paszke et al., PyTorch: An Imperative Style, High-Performance
       Deep Learning Library, 2019, https://arxiv.org/abs/1912.01703
     """
-    if isinstance(max_size, bool) or not isinstance(max_size, (int, np.integer)) or max_size < 0:
-        raise ValueError(f"flatten_small: max_size must be an integer >= 0, got {max_size!r}")
+    max_size = hparams.check_int("flatten_small", "max_size", max_size, 0)
     per_leaf = _per_leaf_state_types()
 
     def init_fn(params):
@@ -223,7 +223,7 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
 
 def _packed_sharding(tx: GradientTransformation, max_size: int, params_sharding: Any, abstract: Any) -> Any:
     """:func:`gradflow.state_sharding` of a :func:`flatten_small` transform (called by it)."""
-    from gradflow.sharding import _replicated_like, state_sharding
+    from gradflow.sharding import replicated_like, state_sharding
 
     layout = _layout(abstract, max_size)
     leaves = jax.tree.leaves(abstract)
@@ -236,7 +236,7 @@ def _packed_sharding(tx: GradientTransformation, max_size: int, params_sharding:
                     f"would be packed with others (max_size={max_size}); pass a smaller max_size"
                 )
     packed = _pack_abstract(leaves, layout)
-    replicated = _replicated_like(shardings[0])
+    replicated = replicated_like(shardings[0])
     packed_shardings = {
         "large": tuple(shardings[i] for i in layout.large),
         "flat": tuple(replicated for _ in layout.groups),

@@ -15,20 +15,19 @@ import jax.numpy as jnp
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
-from gradflow.base import GradientTransformation, _extra_args_filter
-from gradflow.clipping import check_int_at_least, stat_dtype
+from gradflow.base import GradientTransformation, extra_args_filter
 
 
-def _select(pred: jnp.ndarray, new: Any, old: Any) -> Any:
+def select_tree(pred: jnp.ndarray, new: Any, old: Any) -> Any:
     """Leaf by leaf: ``new`` where the scalar ``pred`` holds, else ``old`` (bitwise)."""
     return jax.tree.map(lambda n, o: jnp.where(pred, n, o).astype(jnp.result_type(o)), new, old)
 
 
-def _zero_unless(pred: jnp.ndarray, updates: Any) -> Any:
+def zero_unless(pred: jnp.ndarray, updates: Any) -> Any:
     return jax.tree.map(lambda u: jnp.where(pred, u, jnp.zeros_like(u)), updates)
 
 
-def _all_finite(tree: Any, axis_name: Any = None) -> jnp.ndarray:
+def all_finite(tree: Any, axis_name: Any = None) -> jnp.ndarray:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.array(True)
@@ -79,15 +78,15 @@ def apply_if_finite(
     ``last_finite`` are ``num_consecutive_errors``, ``num_not_finite`` and
     ``not skipped``).
     """
-    check_int_at_least("apply_if_finite", "max_consecutive_errors", max_consecutive_errors, 0)
+    hparams.check_int("apply_if_finite", "max_consecutive_errors", max_consecutive_errors, 0)
     max_errors = int(max_consecutive_errors)
-    keep = _extra_args_filter(inner.update)
+    keep = extra_args_filter(inner.update)
 
     def init_fn(params):
         return ApplyIfFiniteState(
             inner_state=inner.init(params),
             count=tree_lib.zero_count(),
-            norm=jnp.zeros((), stat_dtype(params)),
+            norm=jnp.zeros((), tree_lib.stat_dtype(params)),
             skipped=jnp.zeros((), jnp.bool_),
             num_skipped=tree_lib.zero_count(),
             num_not_finite=tree_lib.zero_count(),
@@ -96,13 +95,13 @@ def apply_if_finite(
 
     def update_fn(updates, state, params=None, **extra_args):
         updates = tree_lib.as_arrays(updates)
-        finite = _all_finite(updates, axis_name)
+        finite = all_finite(updates, axis_name)
         errors = jnp.where(finite, jnp.zeros((), jnp.int32), tree_lib.safe_increment(state.num_consecutive_errors))
         apply = finite | (errors > max_errors)
         new_updates, new_inner = inner.update(updates, state.inner_state, params, **keep(extra_args))
         skipped = ~apply
-        return _zero_unless(apply, new_updates), ApplyIfFiniteState(
-            inner_state=_select(apply, new_inner, state.inner_state),
+        return zero_unless(apply, new_updates), ApplyIfFiniteState(
+            inner_state=select_tree(apply, new_inner, state.inner_state),
             count=tree_lib.safe_increment(state.count),
             norm=tree_lib.global_norm(updates, axis_name).astype(state.norm.dtype),
             skipped=skipped,
@@ -114,14 +113,14 @@ def apply_if_finite(
     return GradientTransformation(init_fn, update_fn)
 
 
-def _check_window(fn: str, window: Any, min_samples: Any, max_consecutive_skips: Any) -> None:
+def check_window(fn: str, window: Any, min_samples: Any, max_consecutive_skips: Any) -> None:
     """The checks shared by the guards that judge a value against a window of accepted ones."""
-    check_int_at_least(fn, "window", window, 2)
-    check_int_at_least(fn, "min_samples", min_samples, 2)
+    hparams.check_int(fn, "window", window, 2)
+    hparams.check_int(fn, "min_samples", min_samples, 2)
     if int(min_samples) > int(window):
         raise ValueError(f"{fn}: min_samples must be <= window ({window!r}), got {min_samples!r}")
     if max_consecutive_skips is not None:
-        check_int_at_least(fn, "max_consecutive_skips", max_consecutive_skips, 0)
+        hparams.check_int(fn, "max_consecutive_skips", max_consecutive_skips, 0)
 
 
 class SkipSpikesState(NamedTuple):
@@ -196,12 +195,12 @@ def skip_spikes(
     """
     fn = "skip_spikes"
     hparams.check_positive(fn, "threshold", threshold)
-    _check_window(fn, window, min_samples, max_consecutive_skips)
+    check_window(fn, window, min_samples, max_consecutive_skips)
     size = int(window)
-    keep = _extra_args_filter(inner.update)
+    keep = extra_args_filter(inner.update)
 
     def init_fn(params):
-        dt = stat_dtype(params)
+        dt = tree_lib.stat_dtype(params)
         return SkipSpikesState(
             inner_state=inner.init(params),
             count=tree_lib.zero_count(),
@@ -242,8 +241,8 @@ def skip_spikes(
         pos = state.num_recorded % size
         history = state.history.at[pos].set(jnp.where(accept, v, state.history[pos]))
         inc = tree_lib.safe_increment
-        return _zero_unless(accept, new_updates), SkipSpikesState(
-            inner_state=_select(accept, new_inner, state.inner_state),
+        return zero_unless(accept, new_updates), SkipSpikesState(
+            inner_state=select_tree(accept, new_inner, state.inner_state),
             count=inc(state.count),
             norm=norm,
             value=v,

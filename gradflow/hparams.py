@@ -20,11 +20,6 @@ Schedule = Callable[[Any], Any]
 ScalarOrSchedule = Union[float, int, Schedule]
 
 
-def is_schedule(value: Any) -> bool:
-    """True when ``value`` is a schedule (a callable of the step)."""
-    return callable(value)
-
-
 def _schedule_name(schedule: Any) -> str:
     return getattr(schedule, "__qualname__", None) or getattr(schedule, "__name__", None) or repr(schedule)
 
@@ -142,6 +137,32 @@ def check_finite(fn: str, name: str, value: Any) -> None:
 def check_decay(fn: str, name: str, value: Any) -> None:
     """Raise ``ValueError`` unless ``value`` is in [0, 1) (EMA factors such as b1, b2)."""
     check_range(fn, name, value, 0.0, 1.0, high_open=True)
+
+
+def check_int(fn: str, name: str, value: Any, low: int) -> Any:
+    """``value`` as an ``int``; ``ValueError`` unless it is an integer ≥ ``low``.
+
+    Integral floats (``5.0``) count as integers; booleans do not. A traced value
+    (a hyperparameter injected with :func:`gradflow.inject_hyperparams`) was
+    checked when the transform was built and is returned unchanged.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return value
+    ok = not isinstance(value, (bool, np.bool_, str, bytes))
+    if ok:
+        try:
+            ok = int(value) == value
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+    if not ok or int(value) < low:
+        raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def check_bool(fn: str, name: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is a Python or NumPy boolean (a flag)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{fn}: {name} must be True or False, got {value!r}")
 
 
 def as_scalar(value: Any, dtype: Any) -> jnp.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
-from gradflow.base import GradientTransformation, _extra_args_filter
+from gradflow.base import GradientTransformation, extra_args_filter
 
 
 class InjectHyperparamsState(NamedTuple):
@@ -78,16 +78,6 @@ def _own_dtype(value: Any) -> Any:
     if isinstance(value, jax.Array) and not getattr(value, "weak_type", False):
         return value.dtype
     return None
-
-
-def _default_dtype(params: Any) -> Any:
-    """float32, or float64 when a parameter is float64: never narrower than float32."""
-    dtype = jnp.float32
-    for leaf in jax.tree.leaves(params):
-        leaf_dtype = getattr(leaf, "dtype", None)
-        if leaf_dtype is not None and jnp.issubdtype(leaf_dtype, jnp.floating):
-            dtype = jnp.promote_types(dtype, leaf_dtype)
-    return dtype
 
 
 def inject_hyperparams(
@@ -197,7 +187,7 @@ def inject_hyperparams(
         def dtype_for(arg: str, value: Any, params: Any) -> Any:
             if hyperparam_dtype is not None:
                 return hyperparam_dtype
-            return _own_dtype(value) or _default_dtype(params)
+            return _own_dtype(value) or tree_lib.stat_dtype(params)
 
         def values_at(count: jnp.ndarray, dtypes: dict) -> dict:
             return {
@@ -218,7 +208,7 @@ def inject_hyperparams(
             dtypes = {k: jnp.result_type(stored[k]) for k in scheduled}
             hp.update(values_at(state.count, dtypes))
             inner = build(hp)
-            keep = _extra_args_filter(inner.update)
+            keep = extra_args_filter(inner.update)
             updates, inner_state = inner.update(updates, state.inner_state, params, **keep(extra_args))
             count = tree_lib.safe_increment(state.count)
             new_hp = {k: hp[k] for k in numeric}

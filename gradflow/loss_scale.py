@@ -16,9 +16,8 @@ import jax.numpy as jnp
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
-from gradflow.base import GradientTransformation, _extra_args_filter
-from gradflow.clipping import check_int_at_least
-from gradflow.guards import _all_finite, _select, _zero_unless
+from gradflow.base import GradientTransformation, extra_args_filter
+from gradflow.guards import all_finite, select_tree, zero_unless
 
 
 class DynamicLossScaleState(NamedTuple):
@@ -86,9 +85,9 @@ def dynamic_loss_scale(
     hparams.check_positive(fn, "init_scale", init_scale)
     hparams.check_range(fn, "growth_factor", growth_factor, 1.0, float("inf"), low_open=True, high_open=True)
     hparams.check_range(fn, "backoff_factor", backoff_factor, 0.0, 1.0, low_open=True, high_open=True)
-    check_int_at_least(fn, "growth_interval", growth_interval, 1)
+    hparams.check_int(fn, "growth_interval", growth_interval, 1)
     interval = int(growth_interval)
-    keep = _extra_args_filter(inner.update)
+    keep = extra_args_filter(inner.update)
 
     def init_fn(params):
         tree_lib.check_float_leaves(fn, params)
@@ -110,7 +109,7 @@ def dynamic_loss_scale(
             cd = jnp.promote_types(g.dtype, jnp.float32)
             return (g.astype(cd) * inv.astype(cd)).astype(g.dtype)
 
-        finite = _all_finite(updates)
+        finite = all_finite(updates)
         new_updates, new_inner = inner.update(jax.tree.map(unscale, updates), state.inner_state, params, **keep(extra_args))
         grown_tracker = state.growth_tracker + 1
         grow = finite & (grown_tracker >= interval)
@@ -121,13 +120,13 @@ def dynamic_loss_scale(
             state.scale * jnp.asarray(backoff_factor, jnp.float32),
         )
         tracker = jnp.where(finite & ~grow, grown_tracker, 0).astype(jnp.int32)
-        return _zero_unless(finite, new_updates), DynamicLossScaleState(
+        return zero_unless(finite, new_updates), DynamicLossScaleState(
             scale=scale,
             growth_tracker=tracker,
             found_inf=~finite,
             num_skipped=jnp.where(finite, state.num_skipped, tree_lib.safe_increment(state.num_skipped)),
             count=tree_lib.safe_increment(state.count),
-            inner_state=_select(finite, new_inner, state.inner_state),
+            inner_state=select_tree(finite, new_inner, state.inner_state),
         )
 
     return GradientTransformation(init_fn, update_fn)

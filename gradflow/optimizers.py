@@ -14,8 +14,15 @@ from typing import Any
 import jax.numpy as jnp
 
 from gradflow import hparams
-from gradflow.adaptive import scale_by_adam, scale_by_amsgrad, scale_by_rms, scale_by_rss, scale_by_trust_ratio
-from gradflow.base import GradientTransformation, chain
+from gradflow.adaptive import (
+    check_adam_args,
+    scale_by_adam,
+    scale_by_amsgrad,
+    scale_by_rms,
+    scale_by_rss,
+    scale_by_trust_ratio,
+)
+from gradflow.base import GradientTransformation, chain, identity
 from gradflow.scaling import add_decayed_weights, check_learning_rate, scale_by_learning_rate, trace
 
 
@@ -50,6 +57,7 @@ def sgd(
       Sutskever et al., On the importance of initialization and momentum in deep learning, 2013.
     """
     check_learning_rate("sgd", learning_rate)
+    hparams.check_bool("sgd", "nesterov", nesterov)
     hparams.check_range("sgd", "momentum", momentum, 0.0, 1.0)
     hparams.check_range("sgd", "dampening", dampening, 0.0, 1.0)
     # Numbers decide the structure; arrays (injected hyperparameters) never do.
@@ -64,12 +72,23 @@ def sgd(
     return chain(trace(momentum, nesterov, dampening), scale_by_learning_rate(learning_rate))
 
 
-def _check_adam_args(fn: str, learning_rate: Any, b1: Any, b2: Any, eps: Any, eps_root: Any = 0.0) -> None:
+def decoupled(
+    fn: str,
+    direction: GradientTransformation,
+    learning_rate: hparams.ScalarOrSchedule,
+    weight_decay: hparams.ScalarOrSchedule,
+    mask: Any,
+    *rescale: GradientTransformation,
+) -> GradientTransformation:
+    """``chain(direction, add_decayed_weights(λ, mask), *rescale, scale_by_learning_rate(α))``.
+
+    The assembly of AdamW and of every optimizer built like it: an adaptive
+    direction, the decoupled decay λ·θ added to it, optional per-leaf rescaling
+    (LAMB's trust ratio), then the step −α_t. Checks α and λ under ``fn``'s name.
+    """
     check_learning_rate(fn, learning_rate)
-    hparams.check_decay(fn, "b1", b1)
-    hparams.check_decay(fn, "b2", b2)
-    hparams.check_non_negative(fn, "eps", eps)
-    hparams.check_non_negative(fn, "eps_root", eps_root)
+    hparams.check_non_negative(fn, "weight_decay", weight_decay)
+    return chain(direction, add_decayed_weights(weight_decay, mask), *rescale, scale_by_learning_rate(learning_rate))
 
 
 def _check_nesterov(fn: str, nesterov: bool, momentum: Any, name: str = "momentum") -> None:
@@ -83,6 +102,7 @@ def adagrad(
     learning_rate: hparams.ScalarOrSchedule,
     initial_accumulator_value: float = 0.0,
     eps: float = 1e-10,
+    *,
     eps_in_sqrt: bool = False,
     lr_decay: float = 0.0,
 ) -> GradientTransformation:
@@ -121,6 +141,7 @@ def adagrad(
     hparams.check_non_negative(fn, "initial_accumulator_value", initial_accumulator_value)
     hparams.check_non_negative(fn, "eps", eps)
     hparams.check_non_negative(fn, "lr_decay", lr_decay)
+    hparams.check_bool(fn, "eps_in_sqrt", eps_in_sqrt)
     lr = learning_rate
     if hparams.static_number(lr_decay) != 0:  # a Python 0 drops the decay; an array keeps it
 
@@ -129,7 +150,7 @@ def adagrad(
             return hparams.value_at(learning_rate, t) / (1 + t.astype(decay.dtype) * decay)
 
     return chain(
-        scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt),
+        scale_by_rss(initial_accumulator_value, eps, eps_in_sqrt=eps_in_sqrt),
         scale_by_learning_rate(lr),
     )
 
@@ -138,6 +159,7 @@ def rmsprop(
     learning_rate: hparams.ScalarOrSchedule,
     decay: float = 0.9,
     eps: float = 1e-8,
+    *,
     eps_in_sqrt: bool = False,
     centered: bool = False,
     momentum: float = 0.0,
@@ -166,7 +188,7 @@ def rmsprop(
       bias_correction: divide v (and m) by 1 − βᵏ, k = t + 1.
 
     Returns:
-      ``chain(scale_by_rms(...), [trace(μ, nesterov)], scale_by_learning_rate(α))``.
+      ``chain(scale_by_rms(...), trace(μ, nesterov) or identity(), scale_by_learning_rate(α))``.
 
     Parity:
       documents 000/002: ``rmsprop(α, decay=β, eps=ε)``; document 001:
@@ -188,12 +210,14 @@ def rmsprop(
     hparams.check_non_negative(fn, "eps", eps)
     hparams.check_range(fn, "momentum", momentum, 0.0, 1.0)
     hparams.check_non_negative(fn, "initial_scale", initial_scale)
+    hparams.check_bool(fn, "nesterov", nesterov)
     _check_nesterov(fn, nesterov, momentum)
-    members = [scale_by_rms(decay, eps, eps_in_sqrt, centered, initial_scale, bias_correction)]
-    if hparams.static_number(momentum) != 0:  # a Python 0 drops the buffer; an array keeps it
-        members.append(trace(momentum, nesterov))
-    members.append(scale_by_learning_rate(learning_rate))
-    return chain(*members)
+    rms = scale_by_rms(
+        decay, eps, eps_in_sqrt=eps_in_sqrt, centered=centered, initial_scale=initial_scale, bias_correction=bias_correction
+    )
+    # A Python 0 drops the buffer (an array keeps it); identity() keeps the state's three entries.
+    buffer = trace(momentum, nesterov) if hparams.static_number(momentum) != 0 else identity()
+    return chain(rms, buffer, scale_by_learning_rate(learning_rate))
 
 
 def adam(
@@ -201,6 +225,7 @@ def adam(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    *,
     eps_root: float = 0.0,
     bias_correction: bool = True,
     nesterov: bool = False,
@@ -238,10 +263,14 @@ def adam(
       Dozat, Incorporating Nesterov Momentum into Adam, ICLR workshop 2016.
     """
     fn = "adam"
-    _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)
+    check_learning_rate(fn, learning_rate)
+    check_adam_args(fn, b1, b2, eps, eps_root, bias_correction=bias_correction, nesterov=nesterov)
     _check_nesterov(fn, nesterov, b1, "b1")
     return chain(
-        scale_by_adam(b1, b2, eps, eps_root, bias_correction, nesterov, mu_dtype, nu_dtype),
+        scale_by_adam(
+            b1, b2, eps, eps_root=eps_root, bias_correction=bias_correction, nesterov=nesterov,
+            mu_dtype=mu_dtype, nu_dtype=nu_dtype,
+        ),
         scale_by_learning_rate(learning_rate),
     )
 
@@ -251,12 +280,12 @@ def amsgrad(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-    bias_correction: bool = True,
     *,
     eps_root: float = 0.0,
+    bias_correction: bool = True,
+    max_of_debiased: bool = False,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
-    max_of_debiased: bool = False,
 ) -> GradientTransformation:
     """AMSGrad: Adam whose second moment never decreases.
 
@@ -290,12 +319,14 @@ def amsgrad(
       Reddi, Kale & Kumar, On the Convergence of Adam and Beyond, ICLR 2018, arXiv:1904.09237.
     """
     fn = "amsgrad"
-    _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)
+    check_learning_rate(fn, learning_rate)
+    check_adam_args(fn, b1, b2, eps, eps_root, bias_correction=bias_correction, max_of_debiased=max_of_debiased)
     if max_of_debiased and not bias_correction:
         raise ValueError(f"{fn}: max_of_debiased=True needs bias_correction=True, got bias_correction=False")
     return chain(
         scale_by_amsgrad(
-            b1, b2, eps, bias_correction, eps_root=eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, max_of_debiased=max_of_debiased
+            b1, b2, eps, eps_root=eps_root, bias_correction=bias_correction, max_of_debiased=max_of_debiased,
+            mu_dtype=mu_dtype, nu_dtype=nu_dtype,
         ),
         scale_by_learning_rate(learning_rate),
     )
@@ -306,9 +337,9 @@ def adamw(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
+    *,
     weight_decay: hparams.ScalarOrSchedule = 1e-2,
     mask: Any = None,
-    *,
     eps_root: float = 0.0,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
@@ -334,7 +365,7 @@ def adamw(
 
     Parity:
       ``torch.optim.AdamW(lr, betas, eps, weight_decay)`` (θ ← θ(1 − α·λ) − α·Adam):
-      ``adamw(lr, b1, b2, eps, weight_decay)``. ``optax.adamw(lr, b1, b2, eps,
+      ``adamw(lr, b1, b2, eps, weight_decay=weight_decay)``. ``optax.adamw(lr, b1, b2, eps,
       weight_decay=λ, mask=...)``: the same arguments (optax's default λ is 1e-4, PyTorch's
       and gradflow's 1e-2).
 
@@ -342,13 +373,9 @@ def adamw(
       Loshchilov & Hutter, Decoupled Weight Decay Regularization, ICLR 2019, arXiv:1711.05101.
     """
     fn = "adamw"
-    _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)
-    hparams.check_non_negative(fn, "weight_decay", weight_decay)
-    return chain(
-        scale_by_adam(b1, b2, eps, eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
-        add_decayed_weights(weight_decay, mask),
-        scale_by_learning_rate(learning_rate),
-    )
+    check_adam_args(fn, b1, b2, eps, eps_root)
+    direction = scale_by_adam(b1, b2, eps, eps_root=eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
+    return decoupled(fn, direction, learning_rate, weight_decay, mask)
 
 
 def lars(
@@ -399,6 +426,8 @@ def lars(
     hparams.check_non_negative(fn, "trust_coefficient", trust_coefficient)
     hparams.check_non_negative(fn, "eps", eps)
     hparams.check_range(fn, "momentum", momentum, 0.0, 1.0)
+    hparams.check_bool(fn, "nesterov", nesterov)
+    hparams.check_bool(fn, "decay_inside_norm", decay_inside_norm)
     _check_nesterov(fn, nesterov, momentum)
     if decay_inside_norm:
         members = [
@@ -406,7 +435,7 @@ def lars(
             scale_by_trust_ratio(trust_coefficient, eps, axis_name=axis_name),
         ]
     else:
-        members = [scale_by_trust_ratio(trust_coefficient, eps, weight_decay, axis_name=axis_name)]
+        members = [scale_by_trust_ratio(trust_coefficient, eps, weight_decay=weight_decay, axis_name=axis_name)]
     members.append(scale_by_learning_rate(learning_rate))
     if hparams.static_number(momentum) != 0:  # a Python 0 drops the buffer; an array keeps it
         members.append(trace(momentum, nesterov))
@@ -418,10 +447,11 @@ def lamb(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
+    *,
     weight_decay: hparams.ScalarOrSchedule = 0.0,
     mask: Any = None,
-    *,
     eps_root: float = 0.0,
+    mu_dtype: Any = None,
     nu_dtype: Any = None,
     axis_name: Any = None,
 ) -> GradientTransformation:
@@ -438,6 +468,7 @@ def lamb(
       weight_decay: λ ≥ 0, or a schedule.
       mask: tree of bools (or ``params -> tree``); ``False`` leaves are not decayed.
       eps_root: ε_root ≥ 0, inside the root.
+      mu_dtype: dtype of the first moment (default: the parameter's dtype).
       nu_dtype: dtype of the second moment (default: the parameter's dtype);
         ``jnp.float32`` keeps float16 models from underflowing it to 0.
       axis_name: mesh axis (or axes) for the per-leaf norms. Inside shard_map,
@@ -456,11 +487,6 @@ def lamb(
       arXiv:1904.00962.
     """
     fn = "lamb"
-    _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)
-    hparams.check_non_negative(fn, "weight_decay", weight_decay)
-    return chain(
-        scale_by_adam(b1, b2, eps, eps_root, nu_dtype=nu_dtype),
-        add_decayed_weights(weight_decay, mask),
-        scale_by_trust_ratio(axis_name=axis_name),
-        scale_by_learning_rate(learning_rate),
-    )
+    check_adam_args(fn, b1, b2, eps, eps_root)
+    direction = scale_by_adam(b1, b2, eps, eps_root=eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
+    return decoupled(fn, direction, learning_rate, weight_decay, mask, scale_by_trust_ratio(axis_name=axis_name))

@@ -33,25 +33,17 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation
 
-_F32 = jnp.float32
-
-
-def _times(updates: Any, factor: jnp.ndarray) -> Any:
-    return jax.tree.map(lambda g: (factor.astype(g.dtype) * g).astype(g.dtype), updates)
-
 
 def _loss(fn: str, extra_args: dict) -> jnp.ndarray:
     if "value" not in extra_args:
         raise TypeError(f"{fn}: update needs the loss as a keyword argument: update(..., value=loss)")
-    return hparams.scalar_value(fn, extra_args["value"]).astype(_F32)
+    return hparams.scalar_value(fn, extra_args["value"]).astype(jnp.float32)
 
 
 def _improves(value: jnp.ndarray, best: jnp.ndarray, rtol: float, atol: float) -> jnp.ndarray:
@@ -64,12 +56,6 @@ def _improves(value: jnp.ndarray, best: jnp.ndarray, rtol: float, atol: float) -
 def _check_tolerances(fn: str, rtol: float, atol: float) -> None:
     hparams.check_range(fn, "rtol", rtol, 0.0, 1.0, high_open=True)
     hparams.check_non_negative(fn, "atol", atol)
-
-
-def _check_count(fn: str, name: str, value: Any, low: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 class ReduceOnPlateauState(NamedTuple):
@@ -140,22 +126,22 @@ def reduce_on_plateau(
     """
     fn = "reduce_on_plateau"
     hparams.check_range(fn, "factor", factor, 0.0, 1.0, low_open=True, high_open=True)
-    patience = _check_count(fn, "patience", patience, 0)
+    patience = hparams.check_int(fn, "patience", patience, 0)
     _check_tolerances(fn, rtol, atol)
-    cooldown = _check_count(fn, "cooldown", cooldown, 0)
-    accumulation_size = _check_count(fn, "accumulation_size", accumulation_size, 1)
+    cooldown = hparams.check_int(fn, "cooldown", cooldown, 0)
+    accumulation_size = hparams.check_int(fn, "accumulation_size", accumulation_size, 1)
     hparams.check_range(fn, "min_scale", min_scale, 0.0, 1.0)
     hparams.check_non_negative(fn, "eps", eps)
 
     def init_fn(params):
         del params
         return ReduceOnPlateauState(
-            scale=jnp.ones((), _F32),
-            best_value=jnp.full((), jnp.inf, _F32),
+            scale=jnp.ones((), jnp.float32),
+            best_value=jnp.full((), jnp.inf, jnp.float32),
             plateau_count=tree_lib.zero_count(),
             cooldown_count=tree_lib.zero_count(),
             count=tree_lib.zero_count(),
-            value_sum=jnp.zeros((), _F32),
+            value_sum=jnp.zeros((), jnp.float32),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -164,7 +150,7 @@ def reduce_on_plateau(
         count = state.count + 1
         total = state.value_sum + value
         ready = count >= accumulation_size
-        mean = total / jnp.asarray(accumulation_size, _F32)
+        mean = total / jnp.asarray(accumulation_size, jnp.float32)
 
         improved = _improves(mean, state.best_value, rtol, atol)
         best = jnp.where(improved, mean, state.best_value)
@@ -173,8 +159,8 @@ def reduce_on_plateau(
         cool = jnp.where(in_cooldown, state.cooldown_count - 1, state.cooldown_count)
         bad = jnp.where(in_cooldown, 0, bad)
         reduce = bad > patience
-        reduced = jnp.maximum(state.scale * _F32(factor), _F32(min_scale))
-        scale = jnp.where(reduce & (state.scale - reduced > _F32(eps)), reduced, state.scale)
+        reduced = jnp.maximum(state.scale * jnp.float32(factor), jnp.float32(min_scale))
+        scale = jnp.where(reduce & (state.scale - reduced > jnp.float32(eps)), reduced, state.scale)
         cool = jnp.where(reduce, cooldown, cool).astype(jnp.int32)
         bad = jnp.where(reduce, 0, bad).astype(jnp.int32)
 
@@ -184,9 +170,9 @@ def reduce_on_plateau(
             plateau_count=jnp.where(ready, bad, state.plateau_count),
             cooldown_count=jnp.where(ready, cool, state.cooldown_count),
             count=jnp.where(ready, 0, count).astype(jnp.int32),
-            value_sum=jnp.where(ready, 0.0, total).astype(_F32),
+            value_sum=jnp.where(ready, 0.0, total).astype(jnp.float32),
         )
-        return _times(updates, new_state.scale), new_state
+        return tree_lib.times_scalar(updates, new_state.scale), new_state
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -258,16 +244,16 @@ def restart_on_loss(
     if threshold is not None:
         hparams.check_finite(fn, "threshold", threshold)
     if patience is not None:
-        patience = _check_count(fn, "patience", patience, 0)
+        patience = hparams.check_int(fn, "patience", patience, 0)
     _check_tolerances(fn, rtol, atol)
-    cooldown = _check_count(fn, "cooldown", cooldown, 0)
+    cooldown = hparams.check_int(fn, "cooldown", cooldown, 0)
 
     def init_fn(params):
         del params
         return RestartOnLossState(
             count=tree_lib.zero_count(),
-            scale=jnp.asarray(hparams.call_schedule(schedule, tree_lib.zero_count(), fn, "schedule")).astype(_F32),
-            best_value=jnp.full((), jnp.inf, _F32),
+            scale=jnp.asarray(hparams.call_schedule(schedule, tree_lib.zero_count(), fn, "schedule")).astype(jnp.float32),
+            best_value=jnp.full((), jnp.inf, jnp.float32),
             plateau_count=tree_lib.zero_count(),
             armed=jnp.zeros((), jnp.bool_),
             cooldown_count=tree_lib.zero_count(),
@@ -295,11 +281,11 @@ def restart_on_loss(
         restart = restart & ~in_cooldown
 
         count = jnp.where(restart, 0, state.count).astype(jnp.int32)
-        scale = jnp.asarray(hparams.call_schedule(schedule, count, fn, "schedule")).astype(_F32)
+        scale = jnp.asarray(hparams.call_schedule(schedule, count, fn, "schedule")).astype(jnp.float32)
         new_state = RestartOnLossState(
             count=tree_lib.safe_increment(count),
             scale=scale,
-            best_value=jnp.where(restart, jnp.inf, best).astype(_F32),
+            best_value=jnp.where(restart, jnp.inf, best).astype(jnp.float32),
             plateau_count=jnp.where(restart, 0, bad).astype(jnp.int32),
             armed=jnp.where(restart, False, armed),
             cooldown_count=jnp.where(
@@ -307,6 +293,6 @@ def restart_on_loss(
             ).astype(jnp.int32),
             restarts=jnp.where(restart, tree_lib.safe_increment(state.restarts), state.restarts),
         )
-        return _times(updates, scale), new_state
+        return tree_lib.times_scalar(updates, scale), new_state
 
     return GradientTransformation(init_fn, update_fn)

@@ -8,9 +8,8 @@ import jax.numpy as jnp
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
-from gradflow.base import GradientTransformation, _extra_args_filter
-from gradflow.clipping import stat_dtype, times_factor
-from gradflow.guards import _all_finite, _check_window, _select, _zero_unless
+from gradflow.base import GradientTransformation, extra_args_filter
+from gradflow.guards import all_finite, check_window, select_tree, zero_unless
 
 # 1.4826·MAD estimates σ for normally distributed values.
 _MAD_TO_SIGMA = 1.4826
@@ -169,7 +168,7 @@ def protect(
         raise ValueError(f"{fn}: spike_rule must be one of {_RULES}, got {spike_rule!r}")
     hparams.check_positive(fn, "threshold", threshold)
     hparams.check_non_negative(fn, "margin", margin)
-    _check_window(fn, window, min_samples, max_consecutive_skips)
+    check_window(fn, window, min_samples, max_consecutive_skips)
     if clip_to_history is not None:
         hparams.check_positive(fn, "clip_to_history", clip_to_history)
     for name, flag in (
@@ -180,10 +179,10 @@ def protect(
         if not isinstance(flag, bool):
             raise ValueError(f"{fn}: {name} must be True or False, got {flag!r}")
     size, need = int(window), int(min_samples)
-    keep = _extra_args_filter(inner.update)
+    keep = extra_args_filter(inner.update)
 
     def init_fn(params):
-        dt = stat_dtype(params)
+        dt = tree_lib.stat_dtype(params)
         zero = lambda: jnp.zeros((), dt)  # noqa: E731  (a fresh buffer per leaf, so state can be donated)
         return ProtectState(
             inner_state=inner.init(params),
@@ -218,7 +217,7 @@ def protect(
         norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         loss = hparams.scalar_value(fn, value).astype(dt) if value is not None else jnp.zeros((), dt)
 
-        finite = _all_finite(updates, axis_name) & jnp.isfinite(norm)
+        finite = all_finite(updates, axis_name) & jnp.isfinite(norm)
         if value is not None:
             finite = finite & jnp.isfinite(loss)
 
@@ -245,7 +244,7 @@ def protect(
             bound = jnp.asarray(clip_to_history, dt) * norm_med
             clipped = (n >= need) & (norm > bound) & finite
             factor = jnp.where(clipped, bound / norm, jnp.ones_like(norm))
-            grads = times_factor(updates, factor)
+            grads = tree_lib.times_scalar(updates, factor, in_leaf_dtype=False)
 
         extra = dict(extra_args)
         if value is not None:
@@ -256,8 +255,8 @@ def protect(
         pos = state.num_recorded % size
         loss_history = state.loss_history.at[pos].set(jnp.where(record, loss, state.loss_history[pos]))
         norm_history = state.grad_norm_history.at[pos].set(jnp.where(record, norm, state.grad_norm_history[pos]))
-        out_updates = _zero_unless(accept, new_updates)
-        out_inner = _select(accept, new_inner, state.inner_state)
+        out_updates = zero_unless(accept, new_updates)
+        out_inner = select_tree(accept, new_inner, state.inner_state)
         count_if = lambda flag, c: jnp.where(flag, inc(c), c)  # noqa: E731
         return out_updates, ProtectState(
             inner_state=out_inner,

@@ -13,11 +13,6 @@ from gradflow import tree as tree_lib
 from gradflow.base import EmptyState, GradientTransformation
 
 
-def _times(updates: Any, factor: Any) -> Any:
-    """Each leaf times a scalar factor, cast to the leaf's dtype (so dtypes are kept)."""
-    return jax.tree.map(lambda g: g * hparams.as_scalar(factor, g.dtype), updates)
-
-
 def scale(step_size: float) -> GradientTransformation:
     """u ← s·g for a constant scalar s.
 
@@ -32,7 +27,7 @@ def scale(step_size: float) -> GradientTransformation:
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        return _times(updates, step_size), state
+        return tree_lib.times_scalar(updates, step_size), state
 
     return GradientTransformation(init_fn, update_fn)
 
@@ -58,7 +53,7 @@ def scale_by_schedule(step_size_fn: Callable[[Any], Any]) -> GradientTransformat
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        updates = _times(updates, hparams.call_schedule(step_size_fn, state.count, "scale_by_schedule", "step_size_fn"))
+        updates = tree_lib.times_scalar(updates, hparams.call_schedule(step_size_fn, state.count, "scale_by_schedule", "step_size_fn"))
         return updates, ScaleByScheduleState(count=tree_lib.safe_increment(state.count))
 
     return GradientTransformation(init_fn, update_fn)

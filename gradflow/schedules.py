@@ -11,7 +11,7 @@ update) that
 
 Arguments are checked when the schedule is built; a bad one raises
 ``ValueError`` naming the function, the argument and the value, e.g.
-``cosine_decay_schedule: decay_steps must be an integer > 0, got 0``.
+``cosine_decay_schedule: decay_steps must be an integer >= 1, got 0``.
 
 Names and arguments follow optax wherever optax has the schedule, so switching
 is a change of import. Where gradflow's numbers differ from optax's (only in
@@ -23,7 +23,7 @@ Pass a schedule wherever a transform takes a learning rate
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -31,11 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradflow import hparams
+from gradflow import tree as tree_lib
 
-Schedule = Callable[[Any], jnp.ndarray]
+Schedule = hparams.Schedule
 
 _F32 = jnp.float32
-_INT32_MAX = 2**31 - 1
 _MAX_TABLED_CYCLES = 4096
 
 
@@ -60,21 +60,6 @@ def _table(values: list) -> Any:
     return np.asarray(values, np.float32)
 
 
-def _steps(fn: str, name: str, value: Any, *, allow_zero: bool) -> int:
-    """A step count: an integer > 0 (or >= 0 with ``allow_zero``)."""
-    low = 0 if allow_zero else 1
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, (int, np.integer, float, np.floating))
-        and float(value).is_integer()
-        and value >= low
-    )
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{fn}: {name} must be an integer {bound}, got {value!r}")
-    return int(value)
-
-
 def _positive(fn: str, name: str, value: Any) -> Any:
     hparams.check_positive(fn, name, value)
     return value if isinstance(value, jax.core.Tracer) else float(value)
@@ -82,7 +67,7 @@ def _positive(fn: str, name: str, value: Any) -> Any:
 
 def _boundaries(fn: str, name: str, boundaries: Sequence[Any]) -> list[int]:
     """Boundaries: integers >= 0 in non-decreasing order."""
-    out = [_steps(fn, f"{name}[{i}]", b, allow_zero=True) for i, b in enumerate(boundaries)]
+    out = [hparams.check_int(fn, f"{name}[{i}]", b, 0) for i, b in enumerate(boundaries)]
     for i in range(1, len(out)):
         if out[i] < out[i - 1]:
             raise ValueError(f"{fn}: {name} must be sorted in increasing order, got {list(boundaries)!r}")
@@ -261,8 +246,8 @@ def polynomial_schedule(
     i0 = _value(fn, "init_value", init_value)
     i1 = _value(fn, "end_value", end_value)
     p = _positive(fn, "power", power)
-    n = _steps(fn, "transition_steps", transition_steps, allow_zero=False)
-    b = _steps(fn, "transition_begin", transition_begin, allow_zero=True)
+    n = hparams.check_int(fn, "transition_steps", transition_steps, 1)
+    b = hparams.check_int(fn, "transition_begin", transition_begin, 0)
 
     def schedule(step):
         frac = _remaining(_step(step), b, n)
@@ -296,8 +281,8 @@ def linear_schedule(
     fn = "linear_schedule"
     i0 = _value(fn, "init_value", init_value)
     i1 = _value(fn, "end_value", end_value)
-    n = _steps(fn, "transition_steps", transition_steps, allow_zero=False)
-    b = _steps(fn, "transition_begin", transition_begin, allow_zero=True)
+    n = hparams.check_int(fn, "transition_steps", transition_steps, 1)
+    b = hparams.check_int(fn, "transition_begin", transition_begin, 0)
 
     def schedule(step):
         frac = _progress(_step(step), b, n)
@@ -338,9 +323,9 @@ def exponential_decay(
     """
     fn = "exponential_decay"
     i0 = _value(fn, "init_value", init_value)
-    n = _steps(fn, "transition_steps", transition_steps, allow_zero=False)
+    n = hparams.check_int(fn, "transition_steps", transition_steps, 1)
     r = _positive(fn, "decay_rate", decay_rate)
-    b = _steps(fn, "transition_begin", transition_begin, allow_zero=True)
+    b = hparams.check_int(fn, "transition_begin", transition_begin, 0)
     if end_value is not None:
         end = _value(fn, "end_value", end_value)
     elif r > 1.0:
@@ -386,7 +371,7 @@ def warmup_constant_schedule(init_value: float, peak_value: float, warmup_steps:
     fn = "warmup_constant_schedule"
     i0 = _value(fn, "init_value", init_value)
     pk = _value(fn, "peak_value", peak_value)
-    w = _steps(fn, "warmup_steps", warmup_steps, allow_zero=True)
+    w = hparams.check_int(fn, "warmup_steps", warmup_steps, 0)
     if w == 0:
         return constant_schedule(pk)
     return linear_schedule(i0, pk, w)
@@ -536,7 +521,7 @@ def cosine_decay_schedule(
     """
     fn = "cosine_decay_schedule"
     i0 = _value(fn, "init_value", init_value)
-    n = _steps(fn, "decay_steps", decay_steps, allow_zero=False)
+    n = hparams.check_int(fn, "decay_steps", decay_steps, 1)
     a = _value(fn, "alpha", alpha)
     p = _positive(fn, "exponent", exponent)
 
@@ -585,8 +570,8 @@ def warmup_cosine_decay_schedule(
     fn = "warmup_cosine_decay_schedule"
     i0 = _value(fn, "init_value", init_value)
     pk = _value(fn, "peak_value", peak_value)
-    w = _steps(fn, "warmup_steps", warmup_steps, allow_zero=True)
-    d = _steps(fn, "decay_steps", decay_steps, allow_zero=False)
+    w = hparams.check_int(fn, "warmup_steps", warmup_steps, 0)
+    d = hparams.check_int(fn, "decay_steps", decay_steps, 1)
     end = _value(fn, "end_value", end_value)
     p = _positive(fn, "exponent", exponent)
     if w > d:
@@ -635,7 +620,7 @@ def warmup_exponential_decay_schedule(
     fn = "warmup_exponential_decay_schedule"
     i0 = _value(fn, "init_value", init_value)
     pk = _value(fn, "peak_value", peak_value)
-    w = _steps(fn, "warmup_steps", warmup_steps, allow_zero=True)
+    w = hparams.check_int(fn, "warmup_steps", warmup_steps, 0)
     try:
         decay = exponential_decay(pk, transition_steps, decay_rate, transition_begin, staircase, end_value)
     except ValueError as e:
@@ -726,13 +711,13 @@ def warm_restarts_schedule(
     """
     fn = "warm_restarts_schedule"
     i0 = _value(fn, "init_value", init_value)
-    t0 = _steps(fn, "first_cycle_steps", first_cycle_steps, allow_zero=False)
+    t0 = hparams.check_int(fn, "first_cycle_steps", first_cycle_steps, 1)
     hparams.check_finite(fn, "cycle_mult", cycle_mult)
     if not cycle_mult >= 1.0:
         raise ValueError(f"{fn}: cycle_mult must be >= 1, got {cycle_mult!r}")
     hparams.check_range(fn, "peak_mult", peak_mult, 0.0, 1.0, low_open=True)
     lo = _value(fn, "min_value", min_value)
-    w = _steps(fn, "warmup_steps", warmup_steps, allow_zero=True)
+    w = hparams.check_int(fn, "warmup_steps", warmup_steps, 0)
     if w >= t0:
         raise ValueError(f"{fn}: warmup_steps must be < first_cycle_steps ({t0}), got {warmup_steps!r}")
     m = float(cycle_mult)
@@ -742,14 +727,14 @@ def warm_restarts_schedule(
         # Cycle starts s_k, found by comparing the integer step with ⌈s_k⌉ (exact), for
         # the first _MAX_TABLED_CYCLES cycles; s_k and T_k are formed in float64 here.
         starts, length = [0.0], float(t0)
-        while len(starts) < _MAX_TABLED_CYCLES and starts[-1] + length <= _INT32_MAX:
+        while len(starts) < _MAX_TABLED_CYCLES and starts[-1] + length <= tree_lib.INT32_MAX:
             starts.append(starts[-1] + length)
             length *= m
         lengths = np.asarray([t0 * m**k for k in range(len(starts))], np.float64)
         ceil_starts = np.asarray([math.ceil(x - 1e-9 * x) for x in starts], np.int64)
         offsets = np.asarray(ceil_starts - np.asarray(starts), np.float32)  # ⌈s_k⌉ − s_k
         last_start, last_length, n_tabled = int(ceil_starts[-1]), lengths[-1], len(starts)
-        beyond = starts[-1] + length <= _INT32_MAX  # the table stops before the last step
+        beyond = starts[-1] + length <= tree_lib.INT32_MAX  # the table stops before the last step
         log_m = math.log(m)
 
     def schedule(step):
@@ -826,7 +811,7 @@ def sgdr_schedule(cosine_kwargs: Sequence[Mapping[str, Any]]) -> Schedule:
 
 
 def _onecycle_checks(fn, transition_steps, peak_value, pct_start, div_factor, final_div_factor):
-    n = _steps(fn, "transition_steps", transition_steps, allow_zero=False)
+    n = hparams.check_int(fn, "transition_steps", transition_steps, 1)
     pk = _value(fn, "peak_value", peak_value)
     hparams.check_range(fn, "pct_start", pct_start, 0.0, 1.0, low_open=True, high_open=True)
     d = _positive(fn, "div_factor", div_factor)
@@ -957,9 +942,9 @@ def wsd_schedule(
     """
     fn = "wsd_schedule"
     pk = _value(fn, "peak_value", peak_value)
-    w = _steps(fn, "warmup_steps", warmup_steps, allow_zero=True)
-    s = _steps(fn, "stable_steps", stable_steps, allow_zero=True)
-    d = _steps(fn, "decay_steps", decay_steps, allow_zero=False)
+    w = hparams.check_int(fn, "warmup_steps", warmup_steps, 0)
+    s = hparams.check_int(fn, "stable_steps", stable_steps, 0)
+    d = hparams.check_int(fn, "decay_steps", decay_steps, 1)
     i0 = _value(fn, "init_value", init_value)
     end = _value(fn, "end_value", end_value)
     if decay_shape not in _WSD_SHAPES:
@@ -1012,7 +997,7 @@ def inverse_sqrt_schedule(
     """
     fn = "inverse_sqrt_schedule"
     pk = _value(fn, "peak_value", peak_value)
-    w = _steps(fn, "warmup_steps", warmup_steps, allow_zero=True)
+    w = hparams.check_int(fn, "warmup_steps", warmup_steps, 0)
     if timescale is None:
         tau = max(w, 1)
     else:
@@ -1048,7 +1033,7 @@ def plot_schedule(
 
     matplotlib is imported only here (install the ``examples`` extra).
     """
-    _steps("plot_schedule", "num_steps", num_steps, allow_zero=False)
+    hparams.check_int("plot_schedule", "num_steps", num_steps, 1)
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure

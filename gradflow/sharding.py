@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec, Sharding, SingleDeviceSha
 from gradflow.base import GradientTransformation
 
 
-def _replicated_like(sharding: Sharding) -> Sharding:
+def replicated_like(sharding: Sharding) -> Sharding:
     """A sharding that places a full copy on every device of ``sharding``."""
     if isinstance(sharding, NamedSharding):
         return NamedSharding(sharding.mesh, PartitionSpec())
@@ -77,7 +77,7 @@ def state_sharding(tx: GradientTransformation, params: Any, params_sharding: Any
     packed_sharding = getattr(tx.init, "packed_sharding", None)
     if packed_sharding is not None:  # gradflow.flatten_small: the state is built on packed leaves
         return packed_sharding(params_sharding, params)
-    replicated = _replicated_like(param_shardings[0])
+    replicated = replicated_like(param_shardings[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params)
     state_shapes = jax.eval_shape(tx.init, abstract)
     # A buffer is per-parameter when its shapes follow the parameters': init again with

@@ -21,20 +21,9 @@ import jax.numpy as jnp
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
-from gradflow.adaptive import _abs_sq, _adam_scalars, _compute_dtype, _per_dtype, _unzip
-from gradflow.base import GradientTransformation, chain
-from gradflow.clipping import check_int_at_least
-from gradflow.scaling import add_decayed_weights, check_learning_rate, scale_by_learning_rate
-
-
-def _cast_like(new: Any, old: Any) -> Any:
-    return jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)
-
-
-def _check_adam_like(fn: str, b1: Any, b2: Any) -> None:
-    hparams.check_decay(fn, "b1", b1)
-    hparams.check_decay(fn, "b2", b2)
-
+from gradflow.adaptive import adam_scalars, check_adam_args, compute_dtype, map_leaves, per_dtype, update_moments
+from gradflow.base import GradientTransformation
+from gradflow.optimizers import decoupled
 
 # --------------------------------------------------------------------------------------------
 # Adam-atan2
@@ -61,9 +50,9 @@ def _check_real_leaves(fn: str, params: Any) -> None:
 def scale_by_adam_atan2(
     b1: float = 0.9,
     b2: float = 0.99,
+    *,
     a: float = 1.27,
     b: float = 1.0,
-    *,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
 ) -> GradientTransformation:
@@ -96,9 +85,7 @@ def scale_by_adam_atan2(
       arXiv:2407.05872.
     """
     fn = "scale_by_adam_atan2"
-    _check_adam_like(fn, b1, b2)
-    hparams.check_positive(fn, "a", a)
-    hparams.check_positive(fn, "b", b)
+    _check_atan2_args(fn, b1, b2, a, b)
 
     def init_fn(params):
         _check_real_leaves(fn, params)
@@ -112,33 +99,36 @@ def scale_by_adam_atan2(
         del params, extra_args
         tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
-        scalars = _adam_scalars(b1, b2, 0.0, 0.0, True, count)
+        scalars = adam_scalars(b1, b2, 0.0, 0.0, True, count)
 
         def one(g, m, v):
-            cd = _compute_dtype(g.dtype)
+            cd = compute_dtype(g.dtype)
             beta1, beta2, _, _, c1, c2, _ = scalars(cd)
             a_, b_ = hparams.as_scalar(a, cd), hparams.as_scalar(b, cd)
-            gc = g.astype(cd)
-            m = m.astype(cd) * beta1 + gc * (1 - beta1)
-            v = v.astype(cd) * beta2 + gc * gc * (1 - beta2)
-            u = jnp.arctan2(m / c1, jnp.sqrt(v / c2) * b_) * a_
-            return u.astype(g.dtype), m, v
+            _, m, v = update_moments(g, m, v, beta1, beta2, cd)
+            return jnp.arctan2(m / c1, jnp.sqrt(v / c2) * b_) * a_, m, v
 
-        new_u, new_m, new_v = _unzip(jax.tree.map(one, updates, state.mu, state.nu), updates, 3)
-        return new_u, ScaleByAdamAtan2State(count=count, mu=_cast_like(new_m, state.mu), nu=_cast_like(new_v, state.nu))
+        new_u, (new_m, new_v), _ = map_leaves(one, updates, (state.mu, state.nu))
+        return new_u, ScaleByAdamAtan2State(count=count, mu=new_m, nu=new_v)
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def _check_atan2_args(fn: str, b1: Any, b2: Any, a: Any, b: Any) -> None:
+    check_adam_args(fn, b1, b2)
+    hparams.check_positive(fn, "a", a)
+    hparams.check_positive(fn, "b", b)
 
 
 def adam_atan2(
     learning_rate: hparams.ScalarOrSchedule,
     b1: float = 0.9,
     b2: float = 0.99,
+    *,
     a: float = 1.27,
     b: float = 1.0,
     weight_decay: hparams.ScalarOrSchedule = 0.0,
     mask: Any = None,
-    *,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
 ) -> GradientTransformation:
@@ -166,7 +156,7 @@ def adam_atan2(
 
     Parity:
       ``adam_atan2_pytorch.AdamAtan2(lr, betas=(b1, b2), a=a, b=b)`` (weight_decay = 0):
-      ``adam_atan2(lr, b1, b2, a, b)``. That code decays by θ ← θ·(1 − (α_t/α₀)·λ), a decay
+      ``adam_atan2(lr, b1, b2, a=a, b=b)``. That code decays by θ ← θ·(1 − (α_t/α₀)·λ), a decay
       not multiplied by the learning rate; gradflow's λ is AdamW's, multiplied by α_t
       (``weight_decay=λ_code/α₀`` gives the code's decay with a constant learning rate α₀).
 
@@ -175,16 +165,9 @@ def adam_atan2(
       arXiv:2407.05872.
     """
     fn = "adam_atan2"
-    check_learning_rate(fn, learning_rate)
-    _check_adam_like(fn, b1, b2)
-    hparams.check_positive(fn, "a", a)
-    hparams.check_positive(fn, "b", b)
-    hparams.check_non_negative(fn, "weight_decay", weight_decay)
-    return chain(
-        scale_by_adam_atan2(b1, b2, a, b, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
-        add_decayed_weights(weight_decay, mask),
-        scale_by_learning_rate(learning_rate),
-    )
+    _check_atan2_args(fn, b1, b2, a, b)
+    direction = scale_by_adam_atan2(b1, b2, a=a, b=b, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
+    return decoupled(fn, direction, learning_rate, weight_decay, mask)
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,17 +186,12 @@ class ScaleByStableAdamState(NamedTuple):
     num_clipped: jnp.ndarray  # int32 scalar: updates with at least one shrunk tensor so far
 
 
-def _stat_dtype(params: Any) -> Any:
-    dtypes = [jnp.finfo(p.dtype).dtype for p in jax.tree.leaves(params) if jnp.issubdtype(p.dtype, jnp.inexact)]
-    return jnp.result_type(jnp.float32, *dtypes) if dtypes else jnp.dtype(jnp.float32)
-
-
 def scale_by_stable_adam(
     b1: float = 0.9,
     b2: float = 0.99,
     eps: float = 1e-6,
-    clip_threshold: float = 1.0,
     *,
+    clip_threshold: float = 1.0,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
 ) -> GradientTransformation:
@@ -254,12 +232,10 @@ def scale_by_stable_adam(
       training for large-scale vision-language models, 2023, arXiv:2304.13013.
     """
     fn = "scale_by_stable_adam"
-    _check_adam_like(fn, b1, b2)
-    hparams.check_positive(fn, "eps", eps)
-    hparams.check_positive(fn, "clip_threshold", clip_threshold)
+    _check_stable_args(fn, b1, b2, eps, clip_threshold)
 
     def init_fn(params):
-        dt = _stat_dtype(params)
+        dt = tree_lib.stat_dtype(params)
         return ScaleByStableAdamState(
             count=tree_lib.zero_count(),
             mu=tree_lib.zeros_like(params, mu_dtype),
@@ -273,18 +249,16 @@ def scale_by_stable_adam(
         del params, extra_args
         tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
-        scalars = _adam_scalars(b1, b2, eps, 0.0, True, count)
+        scalars = adam_scalars(b1, b2, eps, 0.0, True, count)
         sd = state.max_rms.dtype
 
         def one(g, m, v):
-            cd = _compute_dtype(g.dtype)
+            cd = compute_dtype(g.dtype)
             beta1, beta2, e, _, c1, c2, _ = scalars(cd)
             rd = jnp.finfo(cd).dtype  # the real dtype of the RMS (cd itself for real leaves)
             d, e_r = hparams.as_scalar(clip_threshold, rd), hparams.as_scalar(eps, rd)
-            gc = g.astype(cd)
-            g2 = _abs_sq(gc)
-            m = m.astype(cd) * beta1 + gc * (1 - beta1)
-            v = v.astype(cd) * beta2 + g2 * (1 - beta2)
+            gc, m, v = update_moments(g, m, v, beta1, beta2, cd)
+            g2 = tree_lib.abs_sq(gc)
             v_hat = v / c2
             if g.size:
                 rms = jnp.sqrt(jnp.mean(g2 / jnp.maximum(jnp.real(v_hat), e_r * e_r)))
@@ -293,18 +267,16 @@ def scale_by_stable_adam(
             shrink = rms > d
             factor = jnp.where(shrink, d / rms, jnp.ones((), rd))
             # A quotient last, so a decay added after it (u + λ·θ) fuses one way only.
-            u = (m / c1 * factor) / (jnp.sqrt(v_hat) + e)
-            return u.astype(g.dtype), m, v, rms.astype(sd), shrink
+            return (m / c1 * factor) / (jnp.sqrt(v_hat) + e), m, v, rms.astype(sd), shrink
 
-        out = jax.tree.map(one, updates, state.mu, state.nu)
-        new_u, new_m, new_v, rms, shrink = _unzip(out, updates, 5)
+        new_u, (new_m, new_v), (rms, shrink) = map_leaves(one, updates, (state.mu, state.nu), n_extra=2)
         rms_leaves, shrink_leaves = jax.tree.leaves(rms), jax.tree.leaves(shrink)
         max_rms = jnp.max(jnp.stack(rms_leaves)) if rms_leaves else jnp.zeros((), sd)
         n_shrunk = jnp.sum(jnp.stack(shrink_leaves), dtype=jnp.int32) if shrink_leaves else tree_lib.zero_count()
         return new_u, ScaleByStableAdamState(
             count=count,
-            mu=_cast_like(new_m, state.mu),
-            nu=_cast_like(new_v, state.nu),
+            mu=new_m,
+            nu=new_v,
             max_rms=max_rms,
             num_leaves_clipped=n_shrunk,
             num_clipped=jnp.where(n_shrunk > 0, tree_lib.safe_increment(state.num_clipped), state.num_clipped),
@@ -313,14 +285,20 @@ def scale_by_stable_adam(
     return GradientTransformation(init_fn, update_fn)
 
 
+def _check_stable_args(fn: str, b1: Any, b2: Any, eps: Any, clip_threshold: Any) -> None:
+    check_adam_args(fn, b1, b2)
+    hparams.check_positive(fn, "eps", eps)
+    hparams.check_positive(fn, "clip_threshold", clip_threshold)
+
+
 def stable_adamw(
     learning_rate: hparams.ScalarOrSchedule,
     b1: float = 0.9,
     b2: float = 0.99,
     eps: float = 1e-6,
+    *,
     weight_decay: hparams.ScalarOrSchedule = 1e-2,
     mask: Any = None,
-    *,
     clip_threshold: float = 1.0,
     mu_dtype: Any = None,
     nu_dtype: Any = None,
@@ -351,29 +329,32 @@ def stable_adamw(
 
     Parity:
       the authors' ``StableAdamWUnfused(params, lr, weight_decay, betas=(b1, b2), eps)``:
-      ``stable_adamw(lr, b1, b2, eps, weight_decay)``, up to rounding (NumPy reference test).
-      With a d that no tensor's RMS reaches it is ``adamw(lr, b1, b2, eps, weight_decay)``.
+      ``stable_adamw(lr, b1, b2, eps, weight_decay=weight_decay)``, up to rounding (NumPy reference test).
+      With a d that no tensor's RMS reaches it is ``adamw(lr, b1, b2, eps, weight_decay=weight_decay)``.
 
     References:
       Wortsman, Dettmers, Zettlemoyer, Morcos, Farhadi & Schmidt, Stable and low-precision
       training for large-scale vision-language models, 2023, arXiv:2304.13013.
     """
     fn = "stable_adamw"
-    check_learning_rate(fn, learning_rate)
-    _check_adam_like(fn, b1, b2)
-    hparams.check_positive(fn, "eps", eps)
-    hparams.check_positive(fn, "clip_threshold", clip_threshold)
-    hparams.check_non_negative(fn, "weight_decay", weight_decay)
-    return chain(
-        scale_by_stable_adam(b1, b2, eps, clip_threshold, mu_dtype=mu_dtype, nu_dtype=nu_dtype),
-        add_decayed_weights(weight_decay, mask),
-        scale_by_learning_rate(learning_rate),
-    )
+    _check_stable_args(fn, b1, b2, eps, clip_threshold)
+    direction = scale_by_stable_adam(b1, b2, eps, clip_threshold=clip_threshold, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
+    return decoupled(fn, direction, learning_rate, weight_decay, mask)
 
 
 # --------------------------------------------------------------------------------------------
 # SPAM: spike-aware clipping and periodic momentum reset
 # --------------------------------------------------------------------------------------------
+
+
+def _check_spam_args(
+    fn: str, b1, b2, eps, threshold, reset_interval, warmup_steps, clip_start, adaptive_clip, max_decay
+) -> None:
+    check_adam_args(fn, b1, b2, eps, adaptive_clip=adaptive_clip)
+    hparams.check_non_negative(fn, "threshold", threshold)
+    for name, value in (("reset_interval", reset_interval), ("warmup_steps", warmup_steps), ("clip_start", clip_start)):
+        hparams.check_int(fn, name, value, 0)
+    hparams.check_decay(fn, "max_decay", max_decay)
 
 
 class ScaleBySpamState(NamedTuple):
@@ -388,21 +369,15 @@ class ScaleBySpamState(NamedTuple):
     total_clipped: jnp.ndarray  # int32 scalar: elements clipped so far (saturates)
 
 
-def _check_count(fn: str, name: str, value: Any, low: int) -> None:
-    """An integer ≥ ``low``; a JAX array (an injected value) was checked when the transform was built."""
-    if not isinstance(value, (jax.Array, jax.core.Tracer)):
-        check_int_at_least(fn, name, value, low)
-
-
 def scale_by_spam(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
+    *,
     threshold: float = 5000.0,
     reset_interval: int = 500,
     warmup_steps: int = 150,
     clip_start: int = 20,
-    *,
     adaptive_clip: bool = False,
     max_decay: float = 0.999,
     mu_dtype: Any = None,
@@ -462,17 +437,11 @@ def scale_by_spam(
       arXiv:2502.17055.
     """
     fn = "scale_by_spam"
-    _check_adam_like(fn, b1, b2)
-    hparams.check_non_negative(fn, "eps", eps)
-    hparams.check_non_negative(fn, "threshold", threshold)
-    _check_count(fn, "reset_interval", reset_interval, 0)
-    _check_count(fn, "warmup_steps", warmup_steps, 0)
-    _check_count(fn, "clip_start", clip_start, 0)
-    hparams.check_decay(fn, "max_decay", max_decay)
+    _check_spam_args(fn, b1, b2, eps, threshold, reset_interval, warmup_steps, clip_start, adaptive_clip, max_decay)
     clip_by_v = not adaptive_clip and hparams.static_number(threshold) != 0  # a Python 0 drops it
 
     def init_fn(params):
-        dt = _stat_dtype(params)
+        dt = tree_lib.stat_dtype(params)
         return ScaleBySpamState(
             count=tree_lib.zero_count(),
             mu=tree_lib.zeros_like(params, mu_dtype),
@@ -483,80 +452,83 @@ def scale_by_spam(
             total_clipped=tree_lib.zero_count(),
         )
 
+    def clip(gc, v, big_ema, clip_on, adaptive, rd):
+        """Step 2: g clipped (by Stable-SPAM's bound, or against θ·v), the clip mask and the new max EMA."""
+        if adaptive_clip:
+            gamma, corr = adaptive(rd)
+            big = jnp.max(jnp.abs(gc), initial=0.0).astype(rd)
+            big_ema = big_ema.astype(rd) * gamma + big * (1 - gamma)
+            bound = big_ema / corr
+            mask = jnp.abs(gc) > bound
+            return jnp.where(mask, gc * (bound / jnp.where(big > 0, big, 1)), gc), mask, big_ema
+        if clip_by_v:
+            theta = hparams.as_scalar(threshold, rd)
+            limit = jnp.real(v) * theta
+            mask = clip_on & (theta != 0) & (tree_lib.abs_sq(gc) > limit)  # an injected θ = 0 clips nothing
+            return jnp.where(mask, jnp.sign(gc) * jnp.sqrt(limit), gc), mask, big_ema
+        return gc, None, big_ema
+
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
         sd = state.warmup_scale.dtype
-        dT = jnp.asarray(reset_interval, jnp.int32)
-        has_reset = dT > 0
-        period = jnp.maximum(dT, 1)
-        reset = has_reset & (count % period == 0)
-        last = (count // period) * period  # the last multiple of ΔT up to k
-        c = count - last
-        w = jnp.asarray(warmup_steps, jnp.int32)
-        # The code's warm-up counter starts past W, so a reset at k = 1 (ΔT = 1) has no warm-up.
-        warming = has_reset & (last >= period) & (last > 1) & (c < w)
-        cosine = (1 + jnp.cos(jnp.pi * c.astype(sd) / (w + 1).astype(sd))) / 2
-        scale = jnp.where(warming, 1 - jnp.asarray(0.99, sd) * cosine, jnp.ones((), sd))
-        clip_on = (count >= clip_start) & (~has_reset | (count % period >= clip_start))
-        if adaptive_clip:
-            prev = ((count - 1) // period) * period  # Stable-SPAM's counter restarts after each reset
-            j = jnp.where(has_reset & (prev >= period), count - prev + 1, count)
-        scalars = _adam_scalars(b1, b2, eps, 0.0, True, count)
+        reset, scale, clip_on, j = _spam_phase(count, reset_interval, warmup_steps, clip_start, sd)
+        scalars = adam_scalars(b1, b2, eps, 0.0, True, count)
         adaptive = _per_dtype_bias(max_decay, j) if adaptive_clip else None
 
         def one(g, m, v, big_ema=None):
-            cd = _compute_dtype(g.dtype)
-            rd = jnp.finfo(cd).dtype
+            cd = compute_dtype(g.dtype)
             beta1, beta2, e, _, c1, c2, _ = scalars(cd)
-            gc = g.astype(cd)
             zero = jnp.zeros((), cd)
             m = jnp.where(reset, zero, m.astype(cd))
             v = jnp.where(reset, zero, v.astype(cd))
-            if adaptive_clip:
-                gamma, corr = adaptive(rd)
-                big = jnp.max(jnp.abs(gc), initial=0.0).astype(rd)
-                big_ema = big_ema.astype(rd) * gamma + big * (1 - gamma)
-                bound = big_ema / corr
-                mask = jnp.abs(gc) > bound
-                gc = jnp.where(mask, gc * (bound / jnp.where(big > 0, big, 1)), gc)
-            elif clip_by_v:
-                theta = hparams.as_scalar(threshold, rd)
-                limit = jnp.real(v) * theta
-                mask = clip_on & (theta != 0) & (_abs_sq(gc) > limit)  # an injected θ = 0 clips nothing
-                gc = jnp.where(mask, jnp.sign(gc) * jnp.sqrt(limit), gc)
-            else:
-                mask = None
-            m = m * beta1 + gc * (1 - beta1)
-            v = v * beta2 + _abs_sq(gc) * (1 - beta2)
-            step = (jnp.sqrt(c2) / c1) * scale.astype(cd)
-            u = m / (jnp.sqrt(v) + e) * step
+            gc, mask, big_ema = clip(g.astype(cd), v, big_ema, clip_on, adaptive, jnp.finfo(cd).dtype)
+            _, m, v = update_moments(gc, m, v, beta1, beta2, cd)
+            u = m / (jnp.sqrt(v) + e) * ((jnp.sqrt(c2) / c1) * scale.astype(cd))
             n = tree_lib.zero_count() if mask is None else jnp.sum(mask, dtype=jnp.int32)
-            out = (u.astype(g.dtype), m, v, n)
-            return out + (big_ema.astype(sd),) if adaptive_clip else out
+            return (u, m, v, big_ema, n) if adaptive_clip else (u, m, v, n)
 
-        if adaptive_clip:
-            out = jax.tree.map(one, updates, state.mu, state.nu, state.max_ema)
-            new_u, new_m, new_v, n, new_max = _unzip(out, updates, 5)
-        else:
-            new_u, new_m, new_v, n = _unzip(jax.tree.map(one, updates, state.mu, state.nu), updates, 4)
-            new_max = None
+        states = (state.mu, state.nu, state.max_ema) if adaptive_clip else (state.mu, state.nu)
+        new_u, (new_m, new_v, *new_max), (n,) = map_leaves(one, updates, states, n_extra=1)
         counts = jax.tree.leaves(n)
         n_clipped = jnp.sum(jnp.stack(counts), dtype=jnp.int32) if counts else tree_lib.zero_count()
         full = state.total_clipped > tree_lib.INT32_MAX - n_clipped
         total = jnp.where(full, tree_lib.INT32_MAX, state.total_clipped + n_clipped).astype(jnp.int32)
         return new_u, ScaleBySpamState(
             count=count,
-            mu=_cast_like(new_m, state.mu),
-            nu=_cast_like(new_v, state.nu),
-            max_ema=new_max,
+            mu=new_m,
+            nu=new_v,
+            max_ema=new_max[0] if adaptive_clip else None,
             warmup_scale=scale,
             num_clipped=n_clipped,
             total_clipped=total,
         )
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def _spam_phase(count, reset_interval, warmup_steps, clip_start, sd) -> tuple:
+    """Where update k = ``count`` stands in SPAM's reset cycle.
+
+    Returns (reset: the moments are zeroed now, scale: the warm-up factor s_k in
+    ``sd``, clip_on: spike-aware clipping applies, j: Stable-SPAM's step counter).
+    """
+    dT = jnp.asarray(reset_interval, jnp.int32)
+    has_reset = dT > 0
+    period = jnp.maximum(dT, 1)
+    reset = has_reset & (count % period == 0)
+    last = (count // period) * period  # the last multiple of ΔT up to k
+    c = count - last
+    w = jnp.asarray(warmup_steps, jnp.int32)
+    # The code's warm-up counter starts past W, so a reset at k = 1 (ΔT = 1) has no warm-up.
+    warming = has_reset & (last >= period) & (last > 1) & (c < w)
+    cosine = (1 + jnp.cos(jnp.pi * c.astype(sd) / (w + 1).astype(sd))) / 2
+    scale = jnp.where(warming, 1 - jnp.asarray(0.99, sd) * cosine, jnp.ones((), sd))
+    clip_on = (count >= clip_start) & (~has_reset | (count % period >= clip_start))
+    prev = ((count - 1) // period) * period  # Stable-SPAM's counter restarts after each reset
+    j = jnp.where(has_reset & (prev >= period), count - prev + 1, count)
+    return reset, scale, clip_on, j
 
 
 def _per_dtype_bias(decay: Any, j: jnp.ndarray) -> Any:
@@ -570,7 +542,7 @@ def _per_dtype_bias(decay: Any, j: jnp.ndarray) -> Any:
         gamma = hparams.as_scalar(decay, rd)
         return gamma, 1 - gamma ** j.astype(rd)
 
-    return _per_dtype(make)
+    return per_dtype(make)
 
 
 def spam(
@@ -578,9 +550,9 @@ def spam(
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-6,
+    *,
     weight_decay: hparams.ScalarOrSchedule = 0.0,
     mask: Any = None,
-    *,
     threshold: float = 5000.0,
     reset_interval: int = 500,
     warmup_steps: int = 150,
@@ -634,20 +606,9 @@ def spam(
       arXiv:2502.17055.
     """
     fn = "spam"
-    check_learning_rate(fn, learning_rate)
-    _check_adam_like(fn, b1, b2)
-    hparams.check_non_negative(fn, "eps", eps)
-    hparams.check_non_negative(fn, "weight_decay", weight_decay)
-    hparams.check_non_negative(fn, "threshold", threshold)
-    _check_count(fn, "reset_interval", reset_interval, 0)
-    _check_count(fn, "warmup_steps", warmup_steps, 0)
-    _check_count(fn, "clip_start", clip_start, 0)
-    hparams.check_decay(fn, "max_decay", max_decay)
-    return chain(
-        scale_by_spam(
-            b1, b2, eps, threshold, reset_interval, warmup_steps, clip_start,
-            adaptive_clip=adaptive_clip, max_decay=max_decay, mu_dtype=mu_dtype, nu_dtype=nu_dtype,
-        ),
-        add_decayed_weights(weight_decay, mask),
-        scale_by_learning_rate(learning_rate),
+    _check_spam_args(fn, b1, b2, eps, threshold, reset_interval, warmup_steps, clip_start, adaptive_clip, max_decay)
+    direction = scale_by_spam(
+        b1, b2, eps, threshold=threshold, reset_interval=reset_interval, warmup_steps=warmup_steps,
+        clip_start=clip_start, adaptive_clip=adaptive_clip, max_decay=max_decay, mu_dtype=mu_dtype, nu_dtype=nu_dtype,
     )
+    return decoupled(fn, direction, learning_rate, weight_decay, mask)

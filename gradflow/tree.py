@@ -27,7 +27,7 @@ INT32_MAX = np.iinfo(np.int32).max
 _SMALL = 1 << 16
 
 
-def _group_key(x: Any) -> Any:
+def group_key(x: Any) -> Any:
     """The key small leaves are concatenated by, or None when ``x`` must be reduced on its own.
 
     The key is the accumulation dtype of ``x``'s squares; leaves with equal keys
@@ -46,18 +46,20 @@ def _group_key(x: Any) -> Any:
     return None
 
 
-def _abs_sq(x: jnp.ndarray) -> jnp.ndarray:
+def abs_sq(x: jnp.ndarray) -> jnp.ndarray:
+    """|x|² elementwise in x's dtype: x·x for real leaves, Re(x·x̄) for complex ones."""
+    return x * x if not jnp.iscomplexobj(x) else jnp.real(x * jnp.conj(x))
+
+
+def wide_abs_sq(x: jnp.ndarray) -> jnp.ndarray:
     """|x|² elementwise, in at least float32 (float64 for float64 leaves), real for complex x."""
     acc = jnp.promote_types(jnp.real(x).dtype, jnp.float32)
-    x = x.astype(jnp.promote_types(x.dtype, acc))
-    if jnp.iscomplexobj(x):
-        return (jnp.real(x) ** 2 + jnp.imag(x) ** 2).astype(acc)
-    return x * x
+    return abs_sq(x.astype(jnp.promote_types(x.dtype, acc))).astype(acc)
 
 
 def _square_sum(x: jnp.ndarray) -> jnp.ndarray:
     """Σ|x|² of one leaf, accumulated in at least float32."""
-    return jnp.sum(_abs_sq(x))
+    return jnp.sum(wide_abs_sq(x))
 
 
 def _small_groups(leaves: list) -> tuple[list, dict]:
@@ -65,7 +67,7 @@ def _small_groups(leaves: list) -> tuple[list, dict]:
     alone: list = []
     groups: dict = {}
     for i, x in enumerate(leaves):
-        key = _group_key(x) if 0 < x.size <= _SMALL else None
+        key = group_key(x) if 0 < x.size <= _SMALL else None
         if key is None:
             alone.append(i)
         else:
@@ -109,7 +111,7 @@ def square_sums(leaves: list, axis_name: Any = None) -> list:
         for i in idx:
             buckets.setdefault(_bucket(leaves[i].size), []).append(i)
         for chunk in buckets.values():
-            sums = _stacked_sums([_abs_sq(leaves[i]).ravel() for i in chunk])
+            sums = _stacked_sums([wide_abs_sq(leaves[i]).ravel() for i in chunk])
             for j, i in enumerate(chunk):
                 out[i] = sums[j]
     if axis_name is not None and out:
@@ -124,7 +126,7 @@ def _partial_sums(leaves: list) -> list:
     alone, groups = _small_groups(leaves)
     sums = [_square_sum(leaves[i]) for i in alone]
     for idx in groups.values():
-        parts = [_abs_sq(leaves[i]).ravel() for i in idx]
+        parts = [wide_abs_sq(leaves[i]).ravel() for i in idx]
         sums.append(jnp.sum(parts[0] if len(parts) == 1 else jnp.concatenate(parts)))
     return sums
 
@@ -151,9 +153,31 @@ def global_norm(tree: Any, axis_name: Any = None) -> jnp.ndarray:
     return jnp.sqrt(_across(total, axis_name))
 
 
-def leaf_norm(x: jnp.ndarray, axis_name: Any = None) -> jnp.ndarray:
-    """‖x‖₂ of one leaf, accumulated in at least float32 (``axis_name`` as in :func:`global_norm`)."""
-    return jnp.sqrt(_across(_square_sum(x), axis_name))
+def times_scalar(updates: Any, factor: Any, *, in_leaf_dtype: bool = True) -> Any:
+    """Each leaf times the scalar ``factor``, returned in the leaf's dtype.
+
+    ``in_leaf_dtype=True``: the factor is rounded to the leaf's dtype first and the
+    product formed there (a step size, as optax scales). ``False``: the product is
+    formed in the wider of the two dtypes and rounded once (a float32 clipping
+    factor applied to bfloat16 leaves).
+    """
+    if in_leaf_dtype:
+        return jax.tree.map(lambda g: g * jnp.asarray(factor, g.dtype), updates)
+    return jax.tree.map(lambda g: (g * factor).astype(g.dtype), updates)
+
+
+def stat_dtype(params: Any) -> Any:
+    """dtype of scalar statistics: float32, or float64 when a parameter is float64 (or complex128).
+
+    It is the dtype :func:`global_norm` returns for such a tree. Works on
+    ``jax.ShapeDtypeStruct`` leaves and Python numbers.
+    """
+    dtypes = []
+    for p in jax.tree.leaves(params):
+        dt = jnp.dtype(_leaf_dtype(p))
+        if jnp.issubdtype(dt, jnp.inexact):
+            dtypes.append(jnp.finfo(dt).dtype)
+    return jnp.result_type(jnp.float32, *dtypes) if dtypes else jnp.dtype(jnp.float32)
 
 
 def safe_increment(count: jnp.ndarray) -> jnp.ndarray:
