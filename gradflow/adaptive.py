@@ -108,13 +108,10 @@ def _cast_like(new: Any, old: Any) -> Any:
 
 
 def map_leaves(one: Any, updates: Any, states: tuple, n_extra: int = 0) -> tuple:
-    """Run a block's per-leaf rule and regroup its results by tree.
+    """A block's per-leaf rule ``one(g, *s) -> (u, *new_s, *extra)`` over the trees, regrouped by tree.
 
-    ``one(g, *s)`` gets a leaf of the updates and the same leaf of each tree in
-    ``states`` and returns ``(u, *new_s, *extra)``. The result is ``(updates,
-    new_states, extras)``: the updates in the gradients' dtypes, each new state
-    tree cast back to the dtypes of the old one, and ``n_extra`` further trees
-    (per-leaf statistics) as ``one`` returned them.
+    Returns ``(updates, new_states, extras)``: the updates in the gradients' dtypes, each new
+    state tree cast back to the old one's dtypes, and the ``n_extra`` per-leaf statistics.
     """
     out = _unzip(jax.tree.map(one, updates, *states), updates, 1 + len(states) + n_extra)
     new_states = tuple(_cast_like(new, old) for new, old in zip(out[1 : 1 + len(states)], states))
@@ -127,14 +124,22 @@ def update_moments(g: jnp.ndarray, m: jnp.ndarray, v: jnp.ndarray, b1: Any, b2: 
     return g, m.astype(cd) * b1 + g * (1 - b1), v.astype(cd) * b2 + tree_lib.abs_sq(g) * (1 - b2)
 
 
+def zero_moments(params: Any, mu_dtype: Any = None, nu_dtype: Any = None) -> dict:
+    """A fresh Adam-like state's ``count``, ``mu`` and ``nu``: a zero counter and zero moments like ``params``."""
+    return dict(count=tree_lib.zero_count(), mu=tree_lib.zeros_like(params, mu_dtype), nu=tree_lib.zeros_like(params, nu_dtype))
+
+
 def check_adam_args(fn: str, b1: Any, b2: Any, eps: Any = 0.0, eps_root: Any = 0.0, **flags: Any) -> None:
-    """The checks every Adam-like block and optimizer makes: β's in [0, 1), ε's ≥ 0, flags boolean."""
+    """The checks every Adam-like block and optimizer makes: β's in [0, 1), ε's ≥ 0, flags boolean and consistent."""
     hparams.check_decay(fn, "b1", b1)
     hparams.check_decay(fn, "b2", b2)
     hparams.check_non_negative(fn, "eps", eps)
     hparams.check_non_negative(fn, "eps_root", eps_root)
-    for name, value in flags.items():
-        hparams.check_bool(fn, name, value)
+    hparams.check_flags(fn, **flags)
+    if flags.get("nesterov") and hparams.static_number(b1) == 0:
+        raise ValueError(f"{fn}: nesterov=True needs b1 > 0, got b1={b1!r}")
+    if flags.get("max_of_debiased") and not flags.get("bias_correction", True):
+        raise ValueError(f"{fn}: max_of_debiased=True needs bias_correction=True, got bias_correction=False")
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,6 +149,7 @@ def check_adam_args(fn: str, b1: Any, b2: Any, eps: Any = 0.0, eps_root: Any = 0
 
 class ScaleByRssState(NamedTuple):
     """State of :func:`scale_by_rss`."""
+    stats_name = "scale_by_rss"
 
     sum_of_squares: Any  # like params (shapes and dtypes): G, the running sum of g²
 
@@ -181,7 +187,7 @@ def scale_by_rss(
     fn = "scale_by_rss"
     hparams.check_non_negative(fn, "initial_accumulator_value", initial_accumulator_value)
     hparams.check_non_negative(fn, "eps", eps)
-    hparams.check_bool(fn, "eps_in_sqrt", eps_in_sqrt)
+    hparams.check_flags(fn, eps_in_sqrt=eps_in_sqrt)
 
     def init_fn(params):
         return ScaleByRssState(sum_of_squares=tree_lib.full_like(params, initial_accumulator_value))
@@ -213,6 +219,7 @@ def scale_by_rss(
 
 class ScaleByRmsState(NamedTuple):
     """State of :func:`scale_by_rms`."""
+    stats_name = "scale_by_rms"
 
     count: jnp.ndarray  # int32 scalar: updates done so far (used by bias_correction)
     nu: Any  # like params: v, the moving average of g²
@@ -262,8 +269,7 @@ def scale_by_rms(
     hparams.check_decay(fn, "decay", decay)
     hparams.check_non_negative(fn, "eps", eps)
     hparams.check_non_negative(fn, "initial_scale", initial_scale)
-    for name, flag in (("eps_in_sqrt", eps_in_sqrt), ("centered", centered), ("bias_correction", bias_correction)):
-        hparams.check_bool(fn, name, flag)
+    hparams.check_flags(fn, eps_in_sqrt=eps_in_sqrt, centered=centered, bias_correction=bias_correction)
 
     def init_fn(params):
         return ScaleByRmsState(
@@ -311,6 +317,7 @@ def scale_by_rms(
 
 class ScaleByAdamState(NamedTuple):
     """State of :func:`scale_by_adam`."""
+    stats_name = "scale_by_adam"
 
     count: jnp.ndarray  # int32 scalar: updates done so far
     mu: Any  # like params, in mu_dtype when given: m, the moving average of g
@@ -362,15 +369,9 @@ def scale_by_adam(
     """
     fn = "scale_by_adam"
     check_adam_args(fn, b1, b2, eps, eps_root, bias_correction=bias_correction, nesterov=nesterov)
-    if nesterov and hparams.static_number(b1) == 0:
-        raise ValueError(f"{fn}: nesterov=True needs b1 > 0, got b1={b1!r}")
 
     def init_fn(params):
-        return ScaleByAdamState(
-            count=tree_lib.zero_count(),
-            mu=tree_lib.zeros_like(params, mu_dtype),
-            nu=tree_lib.zeros_like(params, nu_dtype),
-        )
+        return ScaleByAdamState(**zero_moments(params, mu_dtype, nu_dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -405,6 +406,7 @@ def scale_by_adam(
 
 class ScaleByAmsgradState(NamedTuple):
     """State of :func:`scale_by_amsgrad`."""
+    stats_name = "scale_by_amsgrad"
 
     count: jnp.ndarray  # int32 scalar: updates done so far
     mu: Any  # like params, in mu_dtype when given: m
@@ -458,16 +460,9 @@ def scale_by_amsgrad(
     """
     fn = "scale_by_amsgrad"
     check_adam_args(fn, b1, b2, eps, eps_root, bias_correction=bias_correction, max_of_debiased=max_of_debiased)
-    if max_of_debiased and not bias_correction:
-        raise ValueError(f"{fn}: max_of_debiased=True needs bias_correction=True, got bias_correction=False")
 
     def init_fn(params):
-        return ScaleByAmsgradState(
-            count=tree_lib.zero_count(),
-            mu=tree_lib.zeros_like(params, mu_dtype),
-            nu=tree_lib.zeros_like(params, nu_dtype),
-            nu_max=tree_lib.zeros_like(params, nu_dtype),
-        )
+        return ScaleByAmsgradState(**zero_moments(params, mu_dtype, nu_dtype), nu_max=tree_lib.zeros_like(params, nu_dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -502,6 +497,7 @@ def scale_by_amsgrad(
 
 class ScaleByTrustRatioState(NamedTuple):
     """State of :func:`scale_by_trust_ratio` (a counter, read when λ is a schedule)."""
+    stats_name = "scale_by_trust_ratio"
 
     count: jnp.ndarray  # int32 scalar: updates done so far
 

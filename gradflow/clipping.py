@@ -58,6 +58,7 @@ def _any_across(flag: jnp.ndarray, axis_name: Any) -> jnp.ndarray:
 
 class ClipState(NamedTuple):
     """State of :func:`clip` (diagnostics only)."""
+    stats_name = "clip"
 
     count: jnp.ndarray  # int32 scalar: updates seen
     norm: jnp.ndarray  # float scalar: ‖g‖ of the last incoming updates, before clipping
@@ -67,6 +68,7 @@ class ClipState(NamedTuple):
 
 class ClipByNormState(NamedTuple):
     """State of :func:`clip_by_norm` (diagnostics only)."""
+    stats_name = "clip_by_norm"
 
     count: jnp.ndarray  # int32 scalar: updates seen
     norm: jnp.ndarray  # float scalar: global ‖g‖ of the last incoming updates, before clipping
@@ -77,6 +79,7 @@ class ClipByNormState(NamedTuple):
 
 class ClipByGlobalNormState(NamedTuple):
     """State of :func:`clip_by_global_norm` (diagnostics only)."""
+    stats_name = "clip_by_global_norm"
 
     count: jnp.ndarray  # int32 scalar: updates seen
     norm: jnp.ndarray  # float scalar: ‖g‖ of the last incoming updates, before clipping
@@ -86,6 +89,7 @@ class ClipByGlobalNormState(NamedTuple):
 
 class ClipByBlockRmsState(NamedTuple):
     """State of :func:`clip_by_block_rms` (diagnostics only)."""
+    stats_name = "clip_by_block_rms"
 
     count: jnp.ndarray  # int32 scalar: updates seen
     norm: jnp.ndarray  # float scalar: global ‖g‖ of the last incoming updates, before clipping
@@ -96,6 +100,7 @@ class ClipByBlockRmsState(NamedTuple):
 
 class AdaptiveGradClipState(NamedTuple):
     """State of :func:`adaptive_grad_clip` (diagnostics only)."""
+    stats_name = "adaptive_grad_clip"
 
     count: jnp.ndarray  # int32 scalar: updates seen
     norm: jnp.ndarray  # float scalar: global ‖g‖ of the last incoming updates, before clipping
@@ -457,6 +462,7 @@ def linear_percentile(values: jnp.ndarray, n: jnp.ndarray, q: float) -> jnp.ndar
 
 class AutoclipState(NamedTuple):
     """State of :func:`autoclip`."""
+    stats_name = "autoclip"
 
     count: jnp.ndarray  # int32 scalar: updates seen
     norm: jnp.ndarray  # float scalar: ‖g‖ of the last incoming updates, before clipping
@@ -509,13 +515,8 @@ def autoclip(
 
     def init_fn(params):
         dt = tree_lib.stat_dtype(params)
-        return AutoclipState(
-            count=tree_lib.zero_count(),
-            norm=jnp.zeros((), dt),
-            threshold=jnp.zeros((), dt),
-            clipped=jnp.zeros((), jnp.bool_),
-            num_clipped=tree_lib.zero_count(),
-            num_recorded=tree_lib.zero_count(),
+        return _diag_init(
+            AutoclipState, params, threshold=jnp.zeros((), dt), num_recorded=tree_lib.zero_count(),
             history=jnp.zeros((size,), dt),
         )
 
@@ -524,8 +525,7 @@ def autoclip(
         dt = state.norm.dtype
         norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         finite = jnp.isfinite(norm)
-        pos = state.num_recorded % size
-        history = state.history.at[pos].set(jnp.where(finite, norm, state.history[pos]))
+        history = tree_lib.ring_write(state.history, state.num_recorded, norm, finite)
         num_recorded = jnp.where(finite, tree_lib.ring_increment(state.num_recorded, size), state.num_recorded)
         filled = jnp.minimum(num_recorded, size)
         threshold = jnp.where(
@@ -533,21 +533,14 @@ def autoclip(
         )
         clipped = norm > threshold
         updates = tree_lib.times_scalar(updates, _bound_factor(norm, threshold), in_leaf_dtype=False)
-        return updates, AutoclipState(
-            count=tree_lib.safe_increment(state.count),
-            norm=norm,
-            threshold=threshold,
-            clipped=clipped,
-            num_clipped=_count_if(clipped, state.num_clipped),
-            num_recorded=num_recorded,
-            history=history,
-        )
+        return updates, _diag_next(state, norm, clipped, threshold=threshold, num_recorded=num_recorded, history=history)
 
     return _checked("autoclip", init_fn, update_fn)
 
 
 class ZclipState(NamedTuple):
     """State of :func:`zclip`."""
+    stats_name = "zclip"
 
     count: jnp.ndarray  # int32 scalar: updates seen
     norm: jnp.ndarray  # float scalar: ‖g‖ of the last incoming updates, before clipping
@@ -611,65 +604,57 @@ def zclip(
 
     def init_fn(params):
         dt = tree_lib.stat_dtype(params)
-        return ZclipState(
-            count=tree_lib.zero_count(),
-            norm=jnp.zeros((), dt),
-            z=jnp.zeros((), dt),
-            clipped=jnp.zeros((), jnp.bool_),
-            num_clipped=tree_lib.zero_count(),
-            mean=jnp.zeros((), dt),
-            var=jnp.zeros((), dt),
-            num_recorded=tree_lib.zero_count(),
+        zero = jnp.zeros((), dt)
+        return _diag_init(
+            ZclipState, params, z=zero, mean=zero, var=zero, num_recorded=tree_lib.zero_count(),
             warmup_norms=jnp.zeros((w,), dt),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         dt = state.norm.dtype
-        a = jnp.asarray(alpha, dt)
-        zt = jnp.asarray(z_threshold, dt)
         norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         finite = jnp.isfinite(norm)
         warm = state.num_recorded < w
-
-        # Warm-up: collect; initialise the statistics when the buffer fills.
-        pos = jnp.minimum(state.num_recorded, w - 1)
-        collect = warm & finite
-        buf = state.warmup_norms.at[pos].set(jnp.where(collect, norm, state.warmup_norms[pos]))
-        done = collect & (state.num_recorded + 1 == w)
-        init_mean = jnp.mean(buf)
-        init_var = jnp.mean(jnp.square(buf - init_mean))
-
-        # After warm-up: z-score, clip bound, EMA update with the clipped norm.
-        std = jnp.sqrt(state.var)
-        z = (norm - state.mean) / (std + jnp.asarray(eps, dt))
-        spike = (~warm) & (z > zt)
-        bound = state.mean + (zt * zt / z) * std
-        x = jnp.where(spike, bound, norm)
-        ema_mean = a * state.mean + (1 - a) * x
-        ema_var = a * state.var + (1 - a) * jnp.square(x - ema_mean)
+        buf, done, init_mean, init_var = _zclip_warmup(state, norm, warm & finite, w)
+        z, spike, bound, ema_mean, ema_var = _zclip_ema(state, norm, warm, alpha, z_threshold, eps)
         tracked = (~warm) & finite
-
         mean = jnp.where(done, init_mean, jnp.where(tracked, ema_mean, state.mean))
         var = jnp.where(done, init_var, jnp.where(tracked, ema_var, state.var))
         factor = jnp.where(spike, bound / norm, jnp.ones_like(norm))
-        return tree_lib.times_scalar(updates, factor, in_leaf_dtype=False), ZclipState(
-            count=tree_lib.safe_increment(state.count),
-            norm=norm,
-            z=jnp.where(warm, jnp.zeros_like(z), z),
-            clipped=spike,
-            num_clipped=_count_if(spike, state.num_clipped),
-            mean=mean,
-            var=var,
-            num_recorded=_count_if(finite, state.num_recorded),
-            warmup_norms=buf,
+        return tree_lib.times_scalar(updates, factor, in_leaf_dtype=False), _diag_next(
+            state, norm, spike, z=jnp.where(warm, jnp.zeros_like(z), z), mean=mean, var=var,
+            num_recorded=_count_if(finite, state.num_recorded), warmup_norms=buf,
         )
 
     return _checked("zclip", init_fn, update_fn)
 
 
+def _zclip_warmup(state: ZclipState, norm: jnp.ndarray, collect: jnp.ndarray, w: int) -> tuple:
+    """Warm-up: collect the norm; (buffer, whether it just filled, its mean, its variance)."""
+    pos = jnp.minimum(state.num_recorded, w - 1)
+    buf = state.warmup_norms.at[pos].set(jnp.where(collect, norm, state.warmup_norms[pos]))
+    done = collect & (state.num_recorded + 1 == w)
+    init_mean = jnp.mean(buf)
+    return buf, done, init_mean, jnp.mean(jnp.square(buf - init_mean))
+
+
+def _zclip_ema(state: ZclipState, norm: jnp.ndarray, warm: jnp.ndarray, alpha, z_threshold, eps) -> tuple:
+    """After warm-up: (z-score, spike, clip bound, EMA mean and variance updated with the clipped norm)."""
+    dt = state.norm.dtype
+    a, zt = jnp.asarray(alpha, dt), jnp.asarray(z_threshold, dt)
+    std = jnp.sqrt(state.var)
+    z = (norm - state.mean) / (std + jnp.asarray(eps, dt))
+    spike = (~warm) & (z > zt)
+    bound = state.mean + (zt * zt / z) * std
+    x = jnp.where(spike, bound, norm)
+    ema_mean = a * state.mean + (1 - a) * x
+    return z, spike, bound, ema_mean, a * state.var + (1 - a) * jnp.square(x - ema_mean)
+
+
 class ClipUpdateNormState(NamedTuple):
     """State of :func:`clip_update_norm`."""
+    stats_name = "clip_update_norm"
 
     count: jnp.ndarray  # int32 scalar: updates seen
     norm: jnp.ndarray  # float scalar: ‖u‖ of the last incoming update, before clipping
@@ -735,13 +720,8 @@ def clip_update_norm(
 
     def init_fn(params):
         dt = tree_lib.stat_dtype(params)
-        return ClipUpdateNormState(
-            count=tree_lib.zero_count(),
-            norm=jnp.zeros((), dt),
-            threshold=jnp.asarray(jnp.inf, dt),
-            clipped=jnp.zeros((), jnp.bool_),
-            num_clipped=tree_lib.zero_count(),
-            num_recorded=tree_lib.zero_count(),
+        return _diag_init(
+            ClipUpdateNormState, params, threshold=jnp.asarray(jnp.inf, dt), num_recorded=tree_lib.zero_count(),
             history=jnp.zeros((size,), dt),
         )
 
@@ -750,25 +730,16 @@ def clip_update_norm(
         dt = state.norm.dtype
         norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         filled = jnp.minimum(state.num_recorded, size)
-        valid = jnp.arange(size) < filled
-        n = jnp.maximum(filled, 1).astype(dt)
-        mean = jnp.sum(jnp.where(valid, state.history, 0)) / n
-        var = jnp.sum(jnp.where(valid, jnp.square(state.history - mean), 0)) / n
-        std = jnp.maximum(jnp.sqrt(var), jnp.asarray(1e-6, dt))
+        mean, std = tree_lib.window_mean_std(state.history, filled)
+        std = jnp.maximum(std, jnp.asarray(1e-6, dt))
         bound = mean + hparams.as_scalar(sigma_factor, dt) * std
         threshold = jnp.where(filled >= need, bound, jnp.asarray(jnp.inf, dt))
         clipped = norm > threshold
         finite = jnp.isfinite(norm)
-        pos = state.num_recorded % size
-        history = state.history.at[pos].set(jnp.where(finite, norm, state.history[pos]))
-        return tree_lib.times_scalar(updates, _bound_factor(norm, threshold), in_leaf_dtype=False), ClipUpdateNormState(
-            count=tree_lib.safe_increment(state.count),
-            norm=norm,
-            threshold=threshold,
-            clipped=clipped,
-            num_clipped=_count_if(clipped, state.num_clipped),
-            num_recorded=_count_if(finite, state.num_recorded),
-            history=history,
+        history = tree_lib.ring_write(state.history, state.num_recorded, norm, finite)
+        updates = tree_lib.times_scalar(updates, _bound_factor(norm, threshold), in_leaf_dtype=False)
+        return updates, _diag_next(
+            state, norm, clipped, threshold=threshold, num_recorded=_count_if(finite, state.num_recorded), history=history
         )
 
     return _checked(fn, init_fn, update_fn)
@@ -776,6 +747,7 @@ def clip_update_norm(
 
 class AdagcState(NamedTuple):
     """State of :func:`adagc`."""
+    stats_name = "adagc"
 
     count: jnp.ndarray  # int32 scalar: updates seen
     norm: jnp.ndarray  # float scalar: global ‖g‖ of the last incoming updates, before clipping
@@ -842,15 +814,9 @@ def adagc(
 
     def init_fn(params):
         dt = tree_lib.stat_dtype(params)
-        return AdagcState(
-            count=tree_lib.zero_count(),
-            norm=jnp.zeros((), dt),
-            clipped=jnp.zeros((), jnp.bool_),
-            num_clipped=tree_lib.zero_count(),
-            num_leaves_clipped=tree_lib.zero_count(),
-            num_recorded=tree_lib.zero_count(),
-            gamma=jax.tree.map(lambda p: jnp.zeros((), dt), params),
-        )
+        gamma = jax.tree.map(lambda p: jnp.zeros((), dt), params)
+        count = tree_lib.zero_count
+        return _diag_init(AdagcState, params, num_leaves_clipped=count(), num_recorded=count(), gamma=gamma)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -882,11 +848,8 @@ def adagc(
             new_gammas.append(jnp.where(finite, new_gamma, gam).astype(dt))
             hits.append((jnp.where(warm, norm > lambda_abs, n > bound)).astype(jnp.int32))
         n_hits = jnp.asarray(sum(hits) if hits else 0, jnp.int32)
-        return jax.tree.unflatten(treedef, new), AdagcState(
-            count=tree_lib.safe_increment(state.count),
-            norm=norm,
-            clipped=n_hits > 0,
-            num_clipped=_count_if(n_hits > 0, state.num_clipped),
+        return jax.tree.unflatten(treedef, new), _diag_next(
+            state, norm, n_hits > 0,
             num_leaves_clipped=n_hits,
             num_recorded=_count_if(finite, state.num_recorded),
             gamma=jax.tree.unflatten(treedef, new_gammas),

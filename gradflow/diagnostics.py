@@ -16,6 +16,7 @@ from gradflow.inject import InjectHyperparamsState
 
 class MonitorState(NamedTuple):
     """State of :func:`monitor`."""
+    stats_name = "monitor"
 
     inner_state: Any  # the wrapped transform's state
     count: jnp.ndarray  # int32 scalar: updates seen
@@ -131,6 +132,7 @@ def monitor(
 
 
 def _snake(name: str) -> str:
+    """A foreign (optax) state's class name in snake case without ``State``; gradflow's states name themselves."""
     if name.endswith("State") and name != "State":
         name = name[: -len("State")]
     name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", name)
@@ -146,8 +148,8 @@ def stats(state: Any) -> dict[str, jnp.ndarray]:
 
     Works on any state — gradflow's or optax's, nested through chains and
     wrappers — and under ``jit`` (it only reads the state's structure). Names are
-    ``/``-joined: a NamedTuple contributes its class name in snake case without
-    ``State`` (``ClipByGlobalNormState`` → ``clip_by_global_norm``), then its field
+    ``/``-joined: a NamedTuple contributes its class's ``stats_name`` (gradflow's states;
+    others their class name in snake case without ``State``), then its field
     name when the field holds an array or a dict (``clip_by_global_norm/norm``,
     ``zclip/num_clipped``, ``inject_hyperparams/hyperparams/learning_rate``);
     fields holding other states (``inner_state``) and plain tuples (chains) add
@@ -164,58 +166,66 @@ def stats(state: Any) -> dict[str, jnp.ndarray]:
       A dict of 0-d arrays, in the order of the state's leaves.
     """
     entries: list[tuple[tuple, tuple, Any]] = []  # (short path, long path, leaf)
+    _walk(state, (), (), entries)
+    return _named(entries)
 
-    def leaf(path_s, path_l, x):
-        if x is None:
-            return
-        if not hasattr(x, "dtype"):
-            if isinstance(x, (bool, int, float)):
-                x = jnp.asarray(x)
+
+def _scalar(x: Any) -> Any:
+    """``x`` as a 0-d numeric array (booleans as int32), or None when it is no scalar statistic."""
+    if not hasattr(x, "dtype"):
+        if not isinstance(x, (bool, int, float)):
+            return None
+        x = jnp.asarray(x)
+    if jnp.ndim(x) != 0:
+        return None
+    dt = jnp.result_type(x)
+    if dt == jnp.bool_:
+        return jnp.asarray(x, jnp.int32)
+    return x if jnp.issubdtype(dt, jnp.number) else None
+
+
+def _walk(node: Any, path_s: tuple, path_l: tuple, entries: list) -> None:
+    """Append (short path, long path, scalar) for every scalar below ``node``.
+
+    The short path has the names only; the long one also the positions in tuples.
+    """
+    if node is None:
+        return
+    if _is_namedtuple(node):
+        name = getattr(type(node), "stats_name", None) or _snake(type(node).__name__)
+        ps, pl = path_s + (name,), path_l + (name,)
+        for field in node._fields:
+            child = getattr(node, field)
+            if _is_namedtuple(child) or isinstance(child, (tuple, list)) or child is None:
+                _walk(child, ps, pl, entries)
             else:
-                return
-        if jnp.ndim(x) != 0:
+                _walk(child, ps + (field,), pl + (field,), entries)
+    elif isinstance(node, (tuple, list)):
+        for i, child in enumerate(node):
+            _walk(child, path_s, path_l + (str(i),), entries)
+    elif isinstance(node, dict):
+        for k, child in node.items():
+            _walk(child, path_s + (str(k),), path_l + (str(k),), entries)
+    else:
+        children, _ = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
+        if len(children) == 1 and children[0][0] == ():
+            x = _scalar(node)
+            if x is not None:
+                entries.append((path_s, path_l, x))
             return
-        dt = jnp.result_type(x)
-        if dt == jnp.bool_:
-            x = jnp.asarray(x, jnp.int32)
-        elif not (jnp.issubdtype(dt, jnp.number)):
-            return
-        entries.append((path_s, path_l, x))
+        for kp, child in children:
+            k = jax.tree_util.keystr(kp, simple=True, separator="/")
+            _walk(child, path_s + (k,), path_l + (k,), entries)
 
-    def walk(node, path_s, path_l):
-        if node is None:
-            return
-        if _is_namedtuple(node):
-            name = _snake(type(node).__name__)
-            ps, pl = path_s + (name,), path_l + (name,)
-            for field in node._fields:
-                child = getattr(node, field)
-                if _is_namedtuple(child) or isinstance(child, (tuple, list)) or child is None:
-                    walk(child, ps, pl)
-                else:
-                    walk(child, ps + (field,), pl + (field,))
-        elif isinstance(node, (tuple, list)):
-            for i, child in enumerate(node):
-                walk(child, path_s, path_l + (str(i),))
-        elif isinstance(node, dict):
-            for k, child in node.items():
-                walk(child, path_s + (str(k),), path_l + (str(k),))
-        else:
-            children, _ = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
-            if len(children) == 1 and children[0][0] == ():
-                leaf(path_s, path_l, node)
-                return
-            for kp, child in children:
-                k = jax.tree_util.keystr(kp, simple=True, separator="/")
-                walk(child, path_s + (k,), path_l + (k,))
 
-    walk(state, (), ())
+def _named(entries: list) -> dict[str, jnp.ndarray]:
+    """``{key: scalar}``: the short path where it is unique, else the long one (``#i`` added if still taken)."""
     short_counts: dict[tuple, int] = {}
-    for s, _, _ in entries:
-        short_counts[s] = short_counts.get(s, 0) + 1
+    for short, _, _ in entries:
+        short_counts[short] = short_counts.get(short, 0) + 1
     out: dict[str, jnp.ndarray] = {}
-    for s, l, x in entries:
-        key = "/".join(s if short_counts[s] == 1 else l)
+    for short, long, x in entries:
+        key = "/".join(short if short_counts[short] == 1 else long)
         if key in out:  # only if two different paths spell the same string
             i = 1
             while f"{key}#{i}" in out:

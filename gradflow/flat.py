@@ -24,6 +24,7 @@ from gradflow.tree import group_key
 
 class FlattenSmallState(NamedTuple):
     """State of :func:`flatten_small`."""
+    stats_name = "flatten_small"
 
     # the inner transform's state for the packed tree
     # ``{"large": (leaves larger than max_size, in tree order), "flat": (one 1-D buffer per dtype)}``:

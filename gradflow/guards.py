@@ -27,6 +27,13 @@ def zero_unless(pred: jnp.ndarray, updates: Any) -> Any:
     return jax.tree.map(lambda u: jnp.where(pred, u, jnp.zeros_like(u)), updates)
 
 
+def guarded_step(inner, keep, accept, updates, inner_state, params, extra_args: dict) -> tuple:
+    """``inner``'s update (given the extra arguments ``keep`` lets through), kept only where ``accept``:
+    otherwise zero updates and the inner state unchanged, bit for bit."""
+    new_updates, new_inner = inner.update(updates, inner_state, params, **keep(extra_args))
+    return zero_unless(accept, new_updates), select_tree(accept, new_inner, inner_state)
+
+
 def all_finite(tree: Any, axis_name: Any = None) -> jnp.ndarray:
     leaves = jax.tree.leaves(tree)
     if not leaves:
@@ -37,6 +44,7 @@ def all_finite(tree: Any, axis_name: Any = None) -> jnp.ndarray:
 
 class ApplyIfFiniteState(NamedTuple):
     """State of :func:`apply_if_finite`."""
+    stats_name = "apply_if_finite"
 
     inner_state: Any  # the wrapped transform's state
     count: jnp.ndarray  # int32 scalar: updates seen
@@ -98,10 +106,10 @@ def apply_if_finite(
         finite = all_finite(updates, axis_name)
         errors = jnp.where(finite, jnp.zeros((), jnp.int32), tree_lib.safe_increment(state.num_consecutive_errors))
         apply = finite | (errors > max_errors)
-        new_updates, new_inner = inner.update(updates, state.inner_state, params, **keep(extra_args))
+        out, inner_state = guarded_step(inner, keep, apply, updates, state.inner_state, params, extra_args)
         skipped = ~apply
-        return zero_unless(apply, new_updates), ApplyIfFiniteState(
-            inner_state=select_tree(apply, new_inner, state.inner_state),
+        return out, ApplyIfFiniteState(
+            inner_state=inner_state,
             count=tree_lib.safe_increment(state.count),
             norm=tree_lib.global_norm(updates, axis_name).astype(state.norm.dtype),
             skipped=skipped,
@@ -125,6 +133,7 @@ def check_window(fn: str, window: Any, min_samples: Any, max_consecutive_skips: 
 
 class SkipSpikesState(NamedTuple):
     """State of :func:`skip_spikes`."""
+    stats_name = "skip_spikes"
 
     inner_state: Any  # the wrapped transform's state
     count: jnp.ndarray  # int32 scalar: updates seen
@@ -201,19 +210,21 @@ def skip_spikes(
 
     def init_fn(params):
         dt = tree_lib.stat_dtype(params)
+        zero, count = (lambda: jnp.zeros((), dt)), tree_lib.zero_count  # fresh buffers, so state can be donated
         return SkipSpikesState(
-            inner_state=inner.init(params),
-            count=tree_lib.zero_count(),
-            norm=jnp.zeros((), dt),
-            value=jnp.zeros((), dt),
-            mean=jnp.zeros((), dt),
-            std=jnp.zeros((), dt),
-            skipped=jnp.zeros((), jnp.bool_),
-            num_skipped=tree_lib.zero_count(),
-            num_consecutive_skips=tree_lib.zero_count(),
-            num_recorded=tree_lib.zero_count(),
-            history=jnp.zeros((size,), dt),
+            inner_state=inner.init(params), count=count(), norm=zero(), value=zero(), mean=zero(), std=zero(),
+            skipped=jnp.zeros((), jnp.bool_), num_skipped=count(), num_consecutive_skips=count(),
+            num_recorded=count(), history=jnp.zeros((size,), dt),
         )
+
+    def is_spike(v, state):
+        """(spike, window mean, window std): v beyond k standard deviations of the accepted window."""
+        n = jnp.minimum(state.num_recorded, size)
+        mean, std = tree_lib.window_mean_std(state.history, n, ddof=1)
+        spike = (n >= min_samples) & (v - mean > threshold * std)
+        if max_consecutive_skips is not None:
+            spike = spike & (state.num_consecutive_skips < max_consecutive_skips)
+        return spike, mean, std
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         updates = tree_lib.as_arrays(updates)
@@ -221,28 +232,15 @@ def skip_spikes(
         norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         v = norm if value is None else hparams.scalar_value("skip_spikes", value).astype(dt)
         finite = jnp.isfinite(v) & jnp.isfinite(norm)
-
-        n = jnp.minimum(state.num_recorded, size)
-        valid = jnp.arange(size) < n
-        nf = jnp.maximum(n, 1).astype(dt)
-        mean = jnp.sum(jnp.where(valid, state.history, 0)) / nf
-        dev = jnp.where(valid, state.history - mean, 0)
-        std = jnp.sqrt(jnp.sum(dev * dev) / jnp.maximum(n - 1, 1).astype(dt))
-        spike = (n >= min_samples) & (v - mean > threshold * std)
-        if max_consecutive_skips is not None:
-            spike = spike & (state.num_consecutive_skips < max_consecutive_skips)
+        spike, mean, std = is_spike(v, state)
         skipped = spike | ~finite
         accept = ~skipped
-
-        extra = dict(extra_args)
-        if value is not None:
-            extra["value"] = value
-        new_updates, new_inner = inner.update(updates, state.inner_state, params, **keep(extra))
-        pos = state.num_recorded % size
-        history = state.history.at[pos].set(jnp.where(accept, v, state.history[pos]))
+        extra = extra_args if value is None else {**extra_args, "value": value}
+        out, inner_state = guarded_step(inner, keep, accept, updates, state.inner_state, params, extra)
+        history = tree_lib.ring_write(state.history, state.num_recorded, v, accept)
         inc = tree_lib.safe_increment
-        return zero_unless(accept, new_updates), SkipSpikesState(
-            inner_state=select_tree(accept, new_inner, state.inner_state),
+        return out, SkipSpikesState(
+            inner_state=inner_state,
             count=inc(state.count),
             norm=norm,
             value=v,

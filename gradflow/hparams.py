@@ -148,21 +148,20 @@ def check_int(fn: str, name: str, value: Any, low: int) -> Any:
     """
     if isinstance(value, jax.core.Tracer):
         return value
-    ok = not isinstance(value, (bool, np.bool_, str, bytes))
-    if ok:
-        try:
-            ok = int(value) == value
-        except (TypeError, ValueError, OverflowError):
-            ok = False
-    if not ok or int(value) < low:
+    try:
+        ok = not isinstance(value, (bool, np.bool_, str, bytes)) and int(value) == value and int(value) >= low
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
         raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}")
     return int(value)
 
 
-def check_bool(fn: str, name: str, value: Any) -> None:
-    """Raise ``ValueError`` unless ``value`` is a Python or NumPy boolean (a flag)."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{fn}: {name} must be True or False, got {value!r}")
+def check_flags(fn: str, **flags: Any) -> None:
+    """Raise ``ValueError`` naming the first of ``flags`` that is not a Python or NumPy boolean."""
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise ValueError(f"{fn}: {name} must be True or False, got {value!r}")
 
 
 def as_scalar(value: Any, dtype: Any) -> jnp.ndarray:

@@ -18,6 +18,7 @@ from gradflow.base import GradientTransformation, extra_args_filter
 
 class InjectHyperparamsState(NamedTuple):
     """State of a transform built by :func:`inject_hyperparams`."""
+    stats_name = "inject_hyperparams"
 
     count: jnp.ndarray  # int32 scalar: updates done; the schedules' step (as in scale_by_schedule)
     hyperparams: dict  # name -> 0-d float array (float32, or float64 with float64 params): the values the next update uses
@@ -47,11 +48,22 @@ def _state_type(key: Any, check: Callable[[dict], None], scheduled: frozenset) -
     return cls
 
 
+def _frozen(value: Any) -> Any:
+    """A hashable stand-in for a fixed argument: its tree structure and its leaves, arrays by their contents."""
+    leaves, treedef = jax.tree.flatten(value)
+    as_key = lambda x: (x.shape, str(x.dtype), np.asarray(x).tobytes()) if isinstance(x, (np.ndarray, jax.Array)) else x  # noqa: E731
+    return treedef, tuple(as_key(x) for x in leaves)
+
+
 def _config_key(factory: Any, arguments: dict, numeric: set, scheduled: set, hyperparam_dtype: Any) -> Any:
-    """A hashable key for the factory, which names are injected, and its other arguments (None if unhashable)."""
-    fixed = tuple((k, v) for k, v in arguments.items() if k not in numeric and k not in scheduled)
-    key = (factory, hyperparam_dtype, tuple(sorted(numeric)), tuple(sorted(scheduled)), fixed)
+    """A hashable key for the factory, which names are injected, and its other arguments (None if unhashable).
+
+    Two builds with equal fixed arguments (two equal mask dicts, say) get the same key,
+    and so states of the same type.
+    """
     try:
+        fixed = tuple((k, _frozen(v)) for k, v in arguments.items() if k not in numeric and k not in scheduled)
+        key = (factory, hyperparam_dtype, tuple(sorted(numeric)), tuple(sorted(scheduled)), fixed)
         hash(key)
     except TypeError:
         return None
@@ -149,75 +161,88 @@ def inject_hyperparams(
     def wrapped(*args, **kwargs) -> GradientTransformation:
         bound = sig.bind(*args, **kwargs)
         bound.apply_defaults()
-        numeric: dict[str, Any] = {}
-        scheduled: dict[str, Callable] = {}
-        for arg, value in bound.arguments.items():
-            param = sig.parameters[arg]
-            if param.kind in _VAR_KINDS or arg in static_names:
-                continue
-            if callable(value) and not isinstance(value, jax.Array):
-                scheduled[arg] = value
-            elif _is_float_hyperparam(value, param.default):
-                numeric[arg] = value
-        # Build once with the values as given: the factory refuses bad ones now.
-        factory(*bound.args, **bound.kwargs)
-
-        def check(values: dict) -> None:
-            """Build the factory with ``values`` (Python numbers): its build-time checks run."""
-            arguments = dict(bound.arguments)
-            arguments.update(values)
-            call = inspect.BoundArguments(sig, arguments)
-            factory(*call.args, **call.kwargs)
-
+        numeric, scheduled = _injected_arguments(sig, bound, static_names)
+        rebuild = _rebuilder(factory, sig, bound)
+        rebuild({})  # build once with the values as given: the factory refuses bad ones now
         key = _config_key(factory, bound.arguments, set(numeric), set(scheduled), hyperparam_dtype)
-        state_type = _state_type(key, check, frozenset(scheduled))
-
-        def build(values: dict) -> GradientTransformation:
-            arguments = dict(bound.arguments)
-            arguments.update(values)
-            call = inspect.BoundArguments(sig, arguments)
-            try:
-                return factory(*call.args, **call.kwargs)
-            except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError) as e:
-                raise TypeError(
-                    f"inject_hyperparams({name}): the factory needs one of {sorted(values)} as a Python number "
-                    "(it branches on it); list that argument in static_args"
-                ) from e
-
-        def dtype_for(arg: str, value: Any, params: Any) -> Any:
-            if hyperparam_dtype is not None:
-                return hyperparam_dtype
-            return _own_dtype(value) or tree_lib.stat_dtype(params)
-
-        def values_at(count: jnp.ndarray, dtypes: dict) -> dict:
-            return {
-                k: jnp.asarray(hparams.call_schedule(f, count, f"inject_hyperparams({name})", k)).astype(dtypes[k])
-                for k, f in scheduled.items()
-            }
-
-        def init_fn(params):
-            count = tree_lib.zero_count()
-            hp = {k: jnp.asarray(v, dtype_for(k, v, params)) for k, v in numeric.items()}
-            dtypes = {k: dtype_for(k, None, params) for k in scheduled}
-            hp.update(values_at(count, dtypes))
-            return state_type(count=count, hyperparams=hp, inner_state=build(hp).init(params))
-
-        def update_fn(updates, state, params=None, **extra_args):
-            stored = state.hyperparams
-            hp = {k: jnp.asarray(stored[k]) for k in numeric}
-            dtypes = {k: jnp.result_type(stored[k]) for k in scheduled}
-            hp.update(values_at(state.count, dtypes))
-            inner = build(hp)
-            keep = extra_args_filter(inner.update)
-            updates, inner_state = inner.update(updates, state.inner_state, params, **keep(extra_args))
-            count = tree_lib.safe_increment(state.count)
-            new_hp = {k: hp[k] for k in numeric}
-            new_hp.update(values_at(count, dtypes))
-            return updates, state_type(count=count, hyperparams=new_hp, inner_state=inner_state)
-
-        return GradientTransformation(init_fn, update_fn)
+        state_type = _state_type(key, rebuild, frozenset(scheduled))
+        return _injected(rebuild, name, numeric, scheduled, state_type, hyperparam_dtype)
 
     return wrapped
+
+
+def _injected_arguments(sig: inspect.Signature, bound: inspect.BoundArguments, static_names: set) -> tuple:
+    """(numeric, scheduled): the bound arguments injected as numbers and as schedules."""
+    numeric: dict[str, Any] = {}
+    scheduled: dict[str, Callable] = {}
+    for arg, value in bound.arguments.items():
+        param = sig.parameters[arg]
+        if param.kind in _VAR_KINDS or arg in static_names:
+            continue
+        if callable(value) and not isinstance(value, jax.Array):
+            scheduled[arg] = value
+        elif _is_float_hyperparam(value, param.default):
+            numeric[arg] = value
+    return numeric, scheduled
+
+
+def _rebuilder(factory: Callable, sig: inspect.Signature, bound: inspect.BoundArguments) -> Callable[[dict], Any]:
+    """``rebuild(values)``: the factory called with the bound arguments, those named in ``values`` replaced."""
+
+    def rebuild(values: dict) -> GradientTransformation:
+        arguments = dict(bound.arguments)
+        arguments.update(values)
+        call = inspect.BoundArguments(sig, arguments)
+        return factory(*call.args, **call.kwargs)
+
+    return rebuild
+
+
+def _injected(
+    rebuild: Callable, name: str, numeric: dict, scheduled: dict, state_type: type, hyperparam_dtype: Any
+) -> GradientTransformation:
+    """The transform that keeps ``numeric`` and ``scheduled``'s values in its state and rebuilds the factory per update."""
+
+    def build(values: dict) -> GradientTransformation:
+        try:
+            return rebuild(values)
+        except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError) as e:
+            raise TypeError(
+                f"inject_hyperparams({name}): the factory needs one of {sorted(values)} as a Python number "
+                "(it branches on it); list that argument in static_args"
+            ) from e
+
+    def dtype_for(value: Any, params: Any) -> Any:
+        if hyperparam_dtype is not None:
+            return hyperparam_dtype
+        return _own_dtype(value) or tree_lib.stat_dtype(params)
+
+    def values_at(count: jnp.ndarray, dtypes: dict) -> dict:
+        return {
+            k: jnp.asarray(hparams.call_schedule(f, count, f"inject_hyperparams({name})", k)).astype(dtypes[k])
+            for k, f in scheduled.items()
+        }
+
+    def init_fn(params):
+        count = tree_lib.zero_count()
+        hp = {k: jnp.asarray(v, dtype_for(v, params)) for k, v in numeric.items()}
+        hp.update(values_at(count, {k: dtype_for(None, params) for k in scheduled}))
+        return state_type(count=count, hyperparams=hp, inner_state=build(hp).init(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        stored = state.hyperparams
+        hp = {k: jnp.asarray(stored[k]) for k in numeric}
+        dtypes = {k: jnp.result_type(stored[k]) for k in scheduled}
+        hp.update(values_at(state.count, dtypes))
+        inner = build(hp)
+        keep = extra_args_filter(inner.update)
+        updates, inner_state = inner.update(updates, state.inner_state, params, **keep(extra_args))
+        count = tree_lib.safe_increment(state.count)
+        new_hp = {k: hp[k] for k in numeric}
+        new_hp.update(values_at(count, dtypes))
+        return updates, state_type(count=count, hyperparams=new_hp, inner_state=inner_state)
+
+    return GradientTransformation(init_fn, update_fn)
 
 
 def _is_inject_state(x: Any) -> bool:

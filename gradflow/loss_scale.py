@@ -17,11 +17,12 @@ import jax.numpy as jnp
 from gradflow import hparams
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation, extra_args_filter
-from gradflow.guards import all_finite, select_tree, zero_unless
+from gradflow.guards import all_finite, guarded_step
 
 
 class DynamicLossScaleState(NamedTuple):
     """State of :func:`dynamic_loss_scale`."""
+    stats_name = "dynamic_loss_scale"
 
     scale: jnp.ndarray  # float32 scalar: S, the scale the next step's loss is multiplied by
     growth_tracker: jnp.ndarray  # int32 scalar: finite steps in a row since S last changed (torch's _growth_tracker)
@@ -110,7 +111,9 @@ def dynamic_loss_scale(
             return (g.astype(cd) * inv.astype(cd)).astype(g.dtype)
 
         finite = all_finite(updates)
-        new_updates, new_inner = inner.update(jax.tree.map(unscale, updates), state.inner_state, params, **keep(extra_args))
+        out, inner_state = guarded_step(
+            inner, keep, finite, jax.tree.map(unscale, updates), state.inner_state, params, extra_args
+        )
         grown_tracker = state.growth_tracker + 1
         grow = finite & (grown_tracker >= interval)
         grown = state.scale * jnp.asarray(growth_factor, jnp.float32)
@@ -120,13 +123,13 @@ def dynamic_loss_scale(
             state.scale * jnp.asarray(backoff_factor, jnp.float32),
         )
         tracker = jnp.where(finite & ~grow, grown_tracker, 0).astype(jnp.int32)
-        return zero_unless(finite, new_updates), DynamicLossScaleState(
+        return out, DynamicLossScaleState(
             scale=scale,
             growth_tracker=tracker,
             found_inf=~finite,
             num_skipped=jnp.where(finite, state.num_skipped, tree_lib.safe_increment(state.num_skipped)),
             count=tree_lib.safe_increment(state.count),
-            inner_state=select_tree(finite, new_inner, state.inner_state),
+            inner_state=inner_state,
         )
 
     return GradientTransformation(init_fn, update_fn)

@@ -23,7 +23,14 @@ from gradflow.adaptive import (
     scale_by_trust_ratio,
 )
 from gradflow.base import GradientTransformation, chain, identity
-from gradflow.scaling import add_decayed_weights, check_learning_rate, scale_by_learning_rate, trace
+from gradflow.scaling import (
+    add_decayed_weights,
+    check_learning_rate,
+    check_momentum,
+    decoupled,
+    scale_by_learning_rate,
+    trace,
+)
 
 
 def sgd(
@@ -57,45 +64,18 @@ def sgd(
       Sutskever et al., On the importance of initialization and momentum in deep learning, 2013.
     """
     check_learning_rate("sgd", learning_rate)
-    hparams.check_bool("sgd", "nesterov", nesterov)
-    hparams.check_range("sgd", "momentum", momentum, 0.0, 1.0)
-    hparams.check_range("sgd", "dampening", dampening, 0.0, 1.0)
+    check_momentum("sgd", momentum, nesterov, dampening)
     # Numbers decide the structure; arrays (injected hyperparameters) never do.
-    mu_num, d_num = hparams.static_number(momentum), hparams.static_number(dampening)
-    if nesterov and ((mu_num is not None and mu_num <= 0) or (d_num is not None and d_num != 0)):
-        raise ValueError(
-            f"sgd: nesterov=True needs momentum > 0 and dampening == 0, "
-            f"got momentum={momentum!r}, dampening={dampening!r}"
-        )
-    if mu_num == 0 and d_num == 0:
+    if hparams.static_number(momentum) == 0 and hparams.static_number(dampening) == 0:
         return chain(scale_by_learning_rate(learning_rate))
     return chain(trace(momentum, nesterov, dampening), scale_by_learning_rate(learning_rate))
 
 
-def decoupled(
-    fn: str,
-    direction: GradientTransformation,
-    learning_rate: hparams.ScalarOrSchedule,
-    weight_decay: hparams.ScalarOrSchedule,
-    mask: Any,
-    *rescale: GradientTransformation,
-) -> GradientTransformation:
-    """``chain(direction, add_decayed_weights(λ, mask), *rescale, scale_by_learning_rate(α))``.
-
-    The assembly of AdamW and of every optimizer built like it: an adaptive
-    direction, the decoupled decay λ·θ added to it, optional per-leaf rescaling
-    (LAMB's trust ratio), then the step −α_t. Checks α and λ under ``fn``'s name.
-    """
-    check_learning_rate(fn, learning_rate)
-    hparams.check_non_negative(fn, "weight_decay", weight_decay)
-    return chain(direction, add_decayed_weights(weight_decay, mask), *rescale, scale_by_learning_rate(learning_rate))
-
-
-def _check_nesterov(fn: str, nesterov: bool, momentum: Any, name: str = "momentum") -> None:
+def _check_nesterov(fn: str, nesterov: bool, momentum: Any) -> None:
     # An injected (array) momentum was checked as a number when the optimizer was built.
     mu = hparams.static_number(momentum)
     if nesterov and mu is not None and not mu > 0:
-        raise ValueError(f"{fn}: nesterov=True needs {name} > 0, got {name}={momentum!r}")
+        raise ValueError(f"{fn}: nesterov=True needs momentum > 0, got momentum={momentum!r}")
 
 
 def adagrad(
@@ -141,7 +121,7 @@ def adagrad(
     hparams.check_non_negative(fn, "initial_accumulator_value", initial_accumulator_value)
     hparams.check_non_negative(fn, "eps", eps)
     hparams.check_non_negative(fn, "lr_decay", lr_decay)
-    hparams.check_bool(fn, "eps_in_sqrt", eps_in_sqrt)
+    hparams.check_flags(fn, eps_in_sqrt=eps_in_sqrt)
     lr = learning_rate
     if hparams.static_number(lr_decay) != 0:  # a Python 0 drops the decay; an array keeps it
 
@@ -210,7 +190,9 @@ def rmsprop(
     hparams.check_non_negative(fn, "eps", eps)
     hparams.check_range(fn, "momentum", momentum, 0.0, 1.0)
     hparams.check_non_negative(fn, "initial_scale", initial_scale)
-    hparams.check_bool(fn, "nesterov", nesterov)
+    hparams.check_flags(
+        fn, eps_in_sqrt=eps_in_sqrt, centered=centered, nesterov=nesterov, bias_correction=bias_correction
+    )
     _check_nesterov(fn, nesterov, momentum)
     rms = scale_by_rms(
         decay, eps, eps_in_sqrt=eps_in_sqrt, centered=centered, initial_scale=initial_scale, bias_correction=bias_correction
@@ -265,7 +247,6 @@ def adam(
     fn = "adam"
     check_learning_rate(fn, learning_rate)
     check_adam_args(fn, b1, b2, eps, eps_root, bias_correction=bias_correction, nesterov=nesterov)
-    _check_nesterov(fn, nesterov, b1, "b1")
     return chain(
         scale_by_adam(
             b1, b2, eps, eps_root=eps_root, bias_correction=bias_correction, nesterov=nesterov,
@@ -321,8 +302,6 @@ def amsgrad(
     fn = "amsgrad"
     check_learning_rate(fn, learning_rate)
     check_adam_args(fn, b1, b2, eps, eps_root, bias_correction=bias_correction, max_of_debiased=max_of_debiased)
-    if max_of_debiased and not bias_correction:
-        raise ValueError(f"{fn}: max_of_debiased=True needs bias_correction=True, got bias_correction=False")
     return chain(
         scale_by_amsgrad(
             b1, b2, eps, eps_root=eps_root, bias_correction=bias_correction, max_of_debiased=max_of_debiased,
@@ -426,8 +405,7 @@ def lars(
     hparams.check_non_negative(fn, "trust_coefficient", trust_coefficient)
     hparams.check_non_negative(fn, "eps", eps)
     hparams.check_range(fn, "momentum", momentum, 0.0, 1.0)
-    hparams.check_bool(fn, "nesterov", nesterov)
-    hparams.check_bool(fn, "decay_inside_norm", decay_inside_norm)
+    hparams.check_flags(fn, nesterov=nesterov, decay_inside_norm=decay_inside_norm)
     _check_nesterov(fn, nesterov, momentum)
     if decay_inside_norm:
         members = [

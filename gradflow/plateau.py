@@ -53,6 +53,16 @@ def _improves(value: jnp.ndarray, best: jnp.ndarray, rtol: float, atol: float) -
     return jnp.isfinite(value) & (value < bound)
 
 
+def _plateau_step(value, best, plateau_count, cooldown_count, rtol, atol) -> tuple:
+    """One evaluation of a loss against the best so far: (new best, evaluations without improvement
+    (0 while a cooldown runs), whether a cooldown runs, the cooldown counter after this one)."""
+    improved = _improves(value, best, rtol, atol)
+    best = jnp.where(improved, value, best)
+    bad = jnp.where(improved, 0, tree_lib.safe_increment(plateau_count))
+    in_cooldown = cooldown_count > 0
+    return best, jnp.where(in_cooldown, 0, bad), in_cooldown, jnp.maximum(cooldown_count - 1, 0)
+
+
 def _check_tolerances(fn: str, rtol: float, atol: float) -> None:
     hparams.check_range(fn, "rtol", rtol, 0.0, 1.0, high_open=True)
     hparams.check_non_negative(fn, "atol", atol)
@@ -60,6 +70,7 @@ def _check_tolerances(fn: str, rtol: float, atol: float) -> None:
 
 class ReduceOnPlateauState(NamedTuple):
     """State of :func:`reduce_on_plateau`."""
+    stats_name = "reduce_on_plateau"
 
     scale: jnp.ndarray  # float32 scalar: the factor applied to the updates now
     best_value: jnp.ndarray  # float32 scalar: the best (averaged) loss so far; +inf at first
@@ -152,12 +163,7 @@ def reduce_on_plateau(
         ready = count >= accumulation_size
         mean = total / jnp.asarray(accumulation_size, jnp.float32)
 
-        improved = _improves(mean, state.best_value, rtol, atol)
-        best = jnp.where(improved, mean, state.best_value)
-        bad = jnp.where(improved, 0, tree_lib.safe_increment(state.plateau_count))
-        in_cooldown = state.cooldown_count > 0
-        cool = jnp.where(in_cooldown, state.cooldown_count - 1, state.cooldown_count)
-        bad = jnp.where(in_cooldown, 0, bad)
+        best, bad, _, cool = _plateau_step(mean, state.best_value, state.plateau_count, state.cooldown_count, rtol, atol)
         reduce = bad > patience
         reduced = jnp.maximum(state.scale * jnp.float32(factor), jnp.float32(min_scale))
         scale = jnp.where(reduce & (state.scale - reduced > jnp.float32(eps)), reduced, state.scale)
@@ -179,6 +185,7 @@ def reduce_on_plateau(
 
 class RestartOnLossState(NamedTuple):
     """State of :func:`restart_on_loss`."""
+    stats_name = "restart_on_loss"
 
     count: jnp.ndarray  # int32 scalar: steps since the last restart (the schedule's step)
     scale: jnp.ndarray  # float32 scalar: the schedule's value applied at the last update
@@ -260,26 +267,26 @@ def restart_on_loss(
             restarts=tree_lib.zero_count(),
         )
 
+    def should_restart(value, armed, bad):
+        """(restart, armed): the threshold rule (a fall below it after a finite loss at or above it)
+        or the patience rule, before the cooldown is considered."""
+        restart = jnp.zeros((), jnp.bool_)
+        if threshold is not None:
+            finite = jnp.isfinite(value)
+            restart = armed & finite & (value < threshold)
+            armed = jnp.where(finite, value >= threshold, armed)
+        if patience is not None:
+            restart = restart | (bad > patience)
+        return restart, armed
+
     def update_fn(updates, state, params=None, **extra_args):
         del params
         value = _loss(fn, extra_args)
-        finite = jnp.isfinite(value)
-        improved = _improves(value, state.best_value, rtol, atol)
-        best = jnp.where(improved, value, state.best_value)
-        bad = jnp.where(improved, 0, tree_lib.safe_increment(state.plateau_count))
-        in_cooldown = state.cooldown_count > 0
-        bad = jnp.where(in_cooldown, 0, bad)
-
-        restart = jnp.zeros((), jnp.bool_)
-        armed = state.armed
-        if threshold is not None:
-            below = finite & (value < threshold)
-            restart = restart | (state.armed & below)
-            armed = jnp.where(finite, value >= threshold, state.armed)
-        if patience is not None:
-            restart = restart | (bad > patience)
+        best, bad, in_cooldown, cool = _plateau_step(
+            value, state.best_value, state.plateau_count, state.cooldown_count, rtol, atol
+        )
+        restart, armed = should_restart(value, state.armed, bad)
         restart = restart & ~in_cooldown
-
         count = jnp.where(restart, 0, state.count).astype(jnp.int32)
         scale = jnp.asarray(hparams.call_schedule(schedule, count, fn, "schedule")).astype(jnp.float32)
         new_state = RestartOnLossState(
@@ -288,9 +295,7 @@ def restart_on_loss(
             best_value=jnp.where(restart, jnp.inf, best).astype(jnp.float32),
             plateau_count=jnp.where(restart, 0, bad).astype(jnp.int32),
             armed=jnp.where(restart, False, armed),
-            cooldown_count=jnp.where(
-                restart, cooldown, jnp.maximum(state.cooldown_count - 1, 0)
-            ).astype(jnp.int32),
+            cooldown_count=jnp.where(restart, cooldown, cool).astype(jnp.int32),
             restarts=jnp.where(restart, tree_lib.safe_increment(state.restarts), state.restarts),
         )
         return tree_lib.times_scalar(updates, scale), new_state

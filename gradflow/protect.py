@@ -10,15 +10,14 @@ from gradflow import hparams
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation, extra_args_filter
 from gradflow.guards import all_finite, check_window, select_tree, zero_unless
-
-# 1.4826·MAD estimates σ for normally distributed values.
-_MAD_TO_SIGMA = 1.4826
+from gradflow.tree import robust_location_scale
 
 _RULES = ("either", "both")
 
 
 class ProtectState(NamedTuple):
     """State of :func:`protect`."""
+    stats_name = "protect"
 
     inner_state: Any  # the wrapped optimizer's state
     count: jnp.ndarray  # int32 scalar: updates seen
@@ -39,24 +38,6 @@ class ProtectState(NamedTuple):
     num_recorded: jnp.ndarray  # int32 scalar: accepted steps recorded in the windows (saturates)
     loss_history: jnp.ndarray  # (window,) float: ring buffer of the last accepted losses
     grad_norm_history: jnp.ndarray  # (window,) float: ring buffer of the last accepted gradient norms
-
-
-def _median(values: jnp.ndarray, n: jnp.ndarray) -> jnp.ndarray:
-    """Median of the first ``n`` (≥ 1) entries of ``values`` (the mean of the two middle ones when n is even)."""
-    valid = jnp.arange(values.shape[0]) < n
-    s = jnp.sort(jnp.where(valid, values, jnp.inf))
-    return (s[(n - 1) // 2] + s[n // 2]) / 2
-
-
-def robust_location_scale(values: jnp.ndarray, n: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """(median, 1.4826·MAD) of the first ``n`` entries of ``values`` (n ≥ 1).
-
-    The median absolute deviation needs no more than a handful of samples and is
-    not moved by the outliers it is meant to find (its breakdown point is 50%).
-    """
-    med = _median(values, n)
-    mad = _median(jnp.abs(values - med), n)
-    return med, _MAD_TO_SIGMA * mad
 
 
 def _is_spike(v, med, sigma, n, threshold, margin, min_samples):

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
-from gradflow.base import EmptyState, GradientTransformation
+from gradflow.base import EmptyState, GradientTransformation, chain
 
 
 def scale(step_size: float) -> GradientTransformation:
@@ -34,6 +34,7 @@ def scale(step_size: float) -> GradientTransformation:
 
 class ScaleByScheduleState(NamedTuple):
     """State of :func:`scale_by_schedule`."""
+    stats_name = "scale_by_schedule"
 
     count: jnp.ndarray  # int32 scalar: updates done so far (saturates at 2**31 - 1)
 
@@ -82,8 +83,25 @@ def scale_by_learning_rate(
     return scale(sign * learning_rate)
 
 
+def check_momentum(fn: str, momentum: Any, nesterov: Any, dampening: Any, *, name: str = "momentum") -> None:
+    """PyTorch's momentum rules: μ and d in [0, 1], and Nesterov only with μ > 0 and d = 0.
+
+    Only numbers are judged against each other (an injected array was checked
+    as a number when the transform was built).
+    """
+    hparams.check_range(fn, name, momentum, 0.0, 1.0)
+    hparams.check_range(fn, "dampening", dampening, 0.0, 1.0)
+    hparams.check_flags(fn, nesterov=nesterov)
+    mu_num, d_num = hparams.static_number(momentum), hparams.static_number(dampening)
+    if nesterov and ((mu_num is not None and mu_num <= 0) or (d_num is not None and d_num != 0)):
+        raise ValueError(
+            f"{fn}: nesterov=True needs {name} > 0 and dampening == 0, got {name}={momentum!r}, dampening={dampening!r}"
+        )
+
+
 class TraceState(NamedTuple):
     """State of :func:`trace`."""
+    stats_name = "trace"
 
     count: jnp.ndarray  # int32 scalar: updates done so far
     trace: Any  # like params (or accumulator_dtype): the momentum buffer b
@@ -112,14 +130,8 @@ def trace(
     Parity: ``torch.optim.SGD(momentum=μ, dampening=d, nesterov=...)``;
     ``optax.trace(decay=μ, nesterov=...)`` when d = 0.
     """
-    hparams.check_range("trace", "decay", decay, 0.0, 1.0)
-    hparams.check_range("trace", "dampening", dampening, 0.0, 1.0)
-    # Numbers decide the structure; arrays (injected hyperparameters) never do.
-    mu_num, d_num = hparams.static_number(decay), hparams.static_number(dampening)
-    if nesterov and ((mu_num is not None and mu_num <= 0) or (d_num is not None and d_num != 0)):
-        raise ValueError(
-            f"trace: nesterov=True needs decay > 0 and dampening == 0, got decay={decay!r}, dampening={dampening!r}"
-        )
+    check_momentum("trace", decay, nesterov, dampening, name="decay")
+    d_num = hparams.static_number(dampening)
 
     def init_fn(params):
         return TraceState(count=tree_lib.zero_count(), trace=tree_lib.zeros_like(params, accumulator_dtype))
@@ -146,6 +158,7 @@ def trace(
 
 class AddDecayedWeightsState(NamedTuple):
     """State of :func:`add_decayed_weights` (a counter, used when λ is a schedule)."""
+    stats_name = "add_decayed_weights"
 
     count: jnp.ndarray  # int32 scalar: updates done so far
 
@@ -188,3 +201,18 @@ def add_decayed_weights(
         return new, AddDecayedWeightsState(count=tree_lib.safe_increment(state.count))
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def decoupled(
+    fn: str,
+    direction: GradientTransformation,
+    learning_rate: hparams.ScalarOrSchedule,
+    weight_decay: hparams.ScalarOrSchedule,
+    mask: Any,
+    *rescale: GradientTransformation,
+) -> GradientTransformation:
+    """AdamW's assembly, ``chain(direction, add_decayed_weights(λ, mask), *rescale, scale_by_learning_rate(α))``,
+    for every optimizer built like it (``rescale``: LAMB's trust ratio); checks α and λ under ``fn``'s name."""
+    check_learning_rate(fn, learning_rate)
+    hparams.check_non_negative(fn, "weight_decay", weight_decay)
+    return chain(direction, add_decayed_weights(weight_decay, mask), *rescale, scale_by_learning_rate(learning_rate))

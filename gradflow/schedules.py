@@ -720,60 +720,78 @@ def warm_restarts_schedule(
     w = hparams.check_int(fn, "warmup_steps", warmup_steps, 0)
     if w >= t0:
         raise ValueError(f"{fn}: warmup_steps must be < first_cycle_steps ({t0}), got {warmup_steps!r}")
-    m = float(cycle_mult)
-    q = float(peak_mult)
-    amp = i0 - lo
-    if m != 1.0:
-        # Cycle starts s_k, found by comparing the integer step with ⌈s_k⌉ (exact), for
-        # the first _MAX_TABLED_CYCLES cycles; s_k and T_k are formed in float64 here.
+    m, q, amp = float(cycle_mult), float(peak_mult), i0 - lo
+    table = _CycleTable.build(t0, m) if m != 1.0 else None
+
+    def schedule(step):
+        step = _step(step)
+        if table is None:
+            i = _floordiv(step, t0)
+            tau, length = _f32(step - i * _fit(step, t0)), jnp.full(jnp.shape(step), t0, _F32)
+        else:
+            i, tau, length = table.position(step)
+        peak = amp * jnp.power(_F32(q), _f32(i)) if q != 1.0 else _F32(amp)
+        return _nonneg(lo + peak * _warm_cosine(tau, length, w))
+
+    return schedule
+
+
+def _warm_cosine(tau: jnp.ndarray, length: jnp.ndarray, w: int) -> jnp.ndarray:
+    """The shape of one cycle at τ steps into it: a linear warm-up over w steps, then a half cosine from 1 to 0."""
+    if w > 0:
+        cos_frac = jnp.clip((tau - w) / jnp.maximum(length - w, 1.0), 0.0, 1.0)
+        return jnp.where(tau < w, tau / _F32(w), _half_cosine(cos_frac))
+    return _half_cosine(jnp.clip(tau / length, 0.0, 1.0))
+
+
+class _CycleTable:
+    """Where a step falls among cycles whose lengths grow by m > 1: T_k = T₀·m^k, starts s_k = Σ_{j<k} T_j.
+
+    The first ``_MAX_TABLED_CYCLES`` starts are tabled (formed in float64 here) and a step is
+    compared with ⌈s_k⌉, which is exact; a step past the table (only for m barely above 1)
+    uses the closed form of s_j from the last tabled start.
+    """
+
+    @classmethod
+    def build(cls, t0: int, m: float) -> _CycleTable:
         starts, length = [0.0], float(t0)
         while len(starts) < _MAX_TABLED_CYCLES and starts[-1] + length <= tree_lib.INT32_MAX:
             starts.append(starts[-1] + length)
             length *= m
-        lengths = np.asarray([t0 * m**k for k in range(len(starts))], np.float64)
-        ceil_starts = np.asarray([math.ceil(x - 1e-9 * x) for x in starts], np.int64)
-        offsets = np.asarray(ceil_starts - np.asarray(starts), np.float32)  # ⌈s_k⌉ − s_k
-        last_start, last_length, n_tabled = int(ceil_starts[-1]), lengths[-1], len(starts)
-        beyond = starts[-1] + length <= tree_lib.INT32_MAX  # the table stops before the last step
-        log_m = math.log(m)
+        self = cls()
+        self.m, self.log_m = m, math.log(m)
+        self.lengths = np.asarray([t0 * m**k for k in range(len(starts))], np.float64)
+        self.ceil_starts = np.asarray([math.ceil(x - 1e-9 * x) for x in starts], np.int64)
+        self.offsets = np.asarray(self.ceil_starts - np.asarray(starts), np.float32)  # ⌈s_k⌉ − s_k
+        self.last_start, self.last_length = int(self.ceil_starts[-1]), self.lengths[-1]
+        self.n_tabled = len(starts)
+        self.beyond = starts[-1] + length <= tree_lib.INT32_MAX  # the table stops before the last step
+        return self
 
-    def schedule(step):
-        step = _step(step)
-        if m == 1.0:
-            i = _floordiv(step, t0)
-            tau = _f32(step - i * _fit(step, t0))
-            length = jnp.full(jnp.shape(step), t0, _F32)
-        else:
-            table = jnp.asarray(ceil_starts).astype(step.dtype)
-            k = jnp.searchsorted(table, step, side="right") - 1
-            tau = _f32(step - table[k]) + jnp.asarray(offsets)[k]
-            length = jnp.asarray(lengths, _F32)[k]
-            i = k
-            if beyond:
-                # Past the table (only for cycle_mult barely above 1): the closed form
-                # s_j = L·(m^j − 1)/(m − 1) from the last tabled start, corrected by one.
-                tf = _f32(jnp.maximum(step - last_start, 0)) + offsets[-1]
+    def position(self, step: jnp.ndarray) -> tuple:
+        """(cycle index i, steps τ into the cycle, the cycle's length), τ and length in float32."""
+        table = jnp.asarray(self.ceil_starts).astype(step.dtype)
+        k = jnp.searchsorted(table, step, side="right") - 1
+        tau = _f32(step - table[k]) + jnp.asarray(self.offsets)[k]
+        length = jnp.asarray(self.lengths, _F32)[k]
+        if not self.beyond:
+            return k, tau, length
+        return self._past_the_table(step, k, tau, length)
 
-                def start(j):
-                    return _F32(last_length) * jnp.expm1(j * _F32(log_m)) / _F32(m - 1.0)
+    def _start(self, j: jnp.ndarray) -> jnp.ndarray:
+        """s_j − s_last = L·(m^j − 1)/(m − 1) for the j-th cycle after the last tabled one."""
+        return _F32(self.last_length) * jnp.expm1(j * _F32(self.log_m)) / _F32(self.m - 1.0)
 
-                j = jnp.floor(jnp.log1p(tf * _F32((m - 1.0) / last_length)) / _F32(log_m))
-                j = j + (tf >= start(j + 1.0)) - (tf < start(j))
-                j = jnp.maximum(j, 0.0)
-                far = step >= last_start
-                tau = jnp.where(far, tf - start(j), tau)
-                length = jnp.where(far, start(j + 1.0) - start(j), length)
-                i = jnp.where(far, (n_tabled - 1) + j, _f32(k))
-        peak = amp * jnp.power(_F32(q), _f32(i)) if q != 1.0 else _F32(amp)
-        if w > 0:
-            warm = tau / _F32(w)
-            cos_frac = jnp.clip((tau - w) / jnp.maximum(length - w, 1.0), 0.0, 1.0)
-            shape = jnp.where(tau < w, warm, _half_cosine(cos_frac))
-        else:
-            shape = _half_cosine(jnp.clip(tau / length, 0.0, 1.0))
-        return _nonneg(lo + peak * shape)
-
-    return schedule
+    def _past_the_table(self, step, k, tau, length) -> tuple:
+        m, start = self.m, self._start
+        tf = _f32(jnp.maximum(step - self.last_start, 0)) + self.offsets[-1]
+        j = jnp.floor(jnp.log1p(tf * _F32((m - 1.0) / self.last_length)) / _F32(self.log_m))
+        j = j + (tf >= start(j + 1.0)) - (tf < start(j))  # corrected by one either way
+        j = jnp.maximum(j, 0.0)
+        far = step >= self.last_start
+        tau = jnp.where(far, tf - start(j), tau)
+        length = jnp.where(far, start(j + 1.0) - start(j), length)
+        return jnp.where(far, (self.n_tabled - 1) + j, _f32(k)), tau, length
 
 
 def sgdr_schedule(cosine_kwargs: Sequence[Mapping[str, Any]]) -> Schedule:

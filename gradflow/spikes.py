@@ -21,9 +21,17 @@ import jax.numpy as jnp
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
-from gradflow.adaptive import adam_scalars, check_adam_args, compute_dtype, map_leaves, per_dtype, update_moments
+from gradflow.adaptive import (
+    adam_scalars,
+    check_adam_args,
+    compute_dtype,
+    map_leaves,
+    per_dtype,
+    update_moments,
+    zero_moments,
+)
 from gradflow.base import GradientTransformation
-from gradflow.optimizers import decoupled
+from gradflow.scaling import decoupled
 
 # --------------------------------------------------------------------------------------------
 # Adam-atan2
@@ -32,6 +40,7 @@ from gradflow.optimizers import decoupled
 
 class ScaleByAdamAtan2State(NamedTuple):
     """State of :func:`scale_by_adam_atan2`."""
+    stats_name = "scale_by_adam_atan2"
 
     count: jnp.ndarray  # int32 scalar: updates done so far
     mu: Any  # like params, in mu_dtype when given: m, the moving average of g
@@ -89,11 +98,7 @@ def scale_by_adam_atan2(
 
     def init_fn(params):
         _check_real_leaves(fn, params)
-        return ScaleByAdamAtan2State(
-            count=tree_lib.zero_count(),
-            mu=tree_lib.zeros_like(params, mu_dtype),
-            nu=tree_lib.zeros_like(params, nu_dtype),
-        )
+        return ScaleByAdamAtan2State(**zero_moments(params, mu_dtype, nu_dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -177,6 +182,7 @@ def adam_atan2(
 
 class ScaleByStableAdamState(NamedTuple):
     """State of :func:`scale_by_stable_adam`."""
+    stats_name = "scale_by_stable_adam"
 
     count: jnp.ndarray  # int32 scalar: updates done so far
     mu: Any  # like params, in mu_dtype when given: m, the moving average of g
@@ -237,9 +243,7 @@ def scale_by_stable_adam(
     def init_fn(params):
         dt = tree_lib.stat_dtype(params)
         return ScaleByStableAdamState(
-            count=tree_lib.zero_count(),
-            mu=tree_lib.zeros_like(params, mu_dtype),
-            nu=tree_lib.zeros_like(params, nu_dtype),
+            **zero_moments(params, mu_dtype, nu_dtype),
             max_rms=jnp.zeros((), dt),
             num_leaves_clipped=tree_lib.zero_count(),
             num_clipped=tree_lib.zero_count(),
@@ -359,6 +363,7 @@ def _check_spam_args(
 
 class ScaleBySpamState(NamedTuple):
     """State of :func:`scale_by_spam`."""
+    stats_name = "scale_by_spam"
 
     count: jnp.ndarray  # int32 scalar: updates done so far (the bias corrections' k; never reset)
     mu: Any  # like params, in mu_dtype when given: m, the moving average of (clipped) g
@@ -443,9 +448,7 @@ def scale_by_spam(
     def init_fn(params):
         dt = tree_lib.stat_dtype(params)
         return ScaleBySpamState(
-            count=tree_lib.zero_count(),
-            mu=tree_lib.zeros_like(params, mu_dtype),
-            nu=tree_lib.zeros_like(params, nu_dtype),
+            **zero_moments(params, mu_dtype, nu_dtype),
             max_ema=jax.tree.map(lambda p: jnp.zeros((), dt), params) if adaptive_clip else None,
             warmup_scale=jnp.ones((), dt),
             num_clipped=tree_lib.zero_count(),
@@ -509,11 +512,8 @@ def scale_by_spam(
 
 
 def _spam_phase(count, reset_interval, warmup_steps, clip_start, sd) -> tuple:
-    """Where update k = ``count`` stands in SPAM's reset cycle.
-
-    Returns (reset: the moments are zeroed now, scale: the warm-up factor s_k in
-    ``sd``, clip_on: spike-aware clipping applies, j: Stable-SPAM's step counter).
-    """
+    """Update k's place in SPAM's reset cycle: (reset: zero the moments now, scale: the warm-up
+    factor s_k in ``sd``, clip_on: spike-aware clipping applies, j: Stable-SPAM's step counter)."""
     dT = jnp.asarray(reset_interval, jnp.int32)
     has_reset = dT > 0
     period = jnp.maximum(dT, 1)

@@ -154,13 +154,9 @@ def global_norm(tree: Any, axis_name: Any = None) -> jnp.ndarray:
 
 
 def times_scalar(updates: Any, factor: Any, *, in_leaf_dtype: bool = True) -> Any:
-    """Each leaf times the scalar ``factor``, returned in the leaf's dtype.
-
-    ``in_leaf_dtype=True``: the factor is rounded to the leaf's dtype first and the
-    product formed there (a step size, as optax scales). ``False``: the product is
-    formed in the wider of the two dtypes and rounded once (a float32 clipping
-    factor applied to bfloat16 leaves).
-    """
+    """Each leaf times the scalar ``factor``, in the leaf's dtype: the factor rounded to it first
+    (``in_leaf_dtype``, a step size, as optax scales), or the product formed in the wider dtype and
+    rounded once (a float32 clipping factor on bfloat16 leaves)."""
     if in_leaf_dtype:
         return jax.tree.map(lambda g: g * jnp.asarray(factor, g.dtype), updates)
     return jax.tree.map(lambda g: (g * factor).astype(g.dtype), updates)
@@ -195,6 +191,42 @@ def ring_increment(count: jnp.ndarray, size: int) -> jnp.ndarray:
     """
     back = INT32_MAX - int(size) + 1  # ≡ 2³¹ (mod size)
     return jnp.where(count < INT32_MAX, count + 1, back).astype(jnp.int32)
+
+
+def ring_write(history: jnp.ndarray, count: jnp.ndarray, value: jnp.ndarray, keep: jnp.ndarray) -> jnp.ndarray:
+    """The ring buffer ``history`` with ``value`` written into slot ``count % size`` where ``keep``."""
+    pos = count % history.shape[0]
+    return history.at[pos].set(jnp.where(keep, value, history[pos]))
+
+
+def window_mean_std(history: jnp.ndarray, filled: jnp.ndarray, ddof: int = 0) -> tuple:
+    """(mean, standard deviation) of the first ``filled`` entries; the variance divides by max(filled − ddof, 1)."""
+    dt = history.dtype
+    valid = jnp.arange(history.shape[0]) < filled
+    mean = jnp.sum(jnp.where(valid, history, 0)) / jnp.maximum(filled, 1).astype(dt)
+    dev = jnp.where(valid, history - mean, 0)
+    return mean, jnp.sqrt(jnp.sum(dev * dev) / jnp.maximum(filled - ddof, 1).astype(dt))
+
+
+_MAD_TO_SIGMA = 1.4826  # σ = 1.4826·MAD for normally distributed values
+
+
+def _median(values: jnp.ndarray, n: jnp.ndarray) -> jnp.ndarray:
+    """Median of the first ``n`` (≥ 1) entries of ``values`` (the mean of the two middle ones when n is even)."""
+    valid = jnp.arange(values.shape[0]) < n
+    s = jnp.sort(jnp.where(valid, values, jnp.inf))
+    return (s[(n - 1) // 2] + s[n // 2]) / 2
+
+
+def robust_location_scale(values: jnp.ndarray, n: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(median, 1.4826·MAD) of the first ``n`` entries of ``values`` (n ≥ 1).
+
+    The median absolute deviation needs no more than a handful of samples and is
+    not moved by the outliers it is meant to find (its breakdown point is 50%).
+    """
+    med = _median(values, n)
+    mad = _median(jnp.abs(values - med), n)
+    return med, _MAD_TO_SIGMA * mad
 
 
 def zero_count() -> jnp.ndarray:

@@ -316,6 +316,27 @@ def test_adam_mu_dtype_is_honoured(mu_dtype):
     np.testing.assert_allclose(state[0].mu["w"], 0.1 / 3.0, rtol=1e-2 if mu_dtype == jnp.bfloat16 else 1e-6)
 
 
+@pytest.mark.parametrize("mu_dtype", [jnp.bfloat16, jnp.float32])
+def test_lamb_mu_dtype_is_honoured(mu_dtype):
+    params = {"w": jnp.ones(4, jnp.float32)}
+    tx = gf.lamb(0.01, mu_dtype=mu_dtype)
+    state = tx.init(params)
+    assert state[0].mu["w"].dtype == mu_dtype and state[0].nu["w"].dtype == jnp.float32
+    u, state = jax.jit(tx.update)({"w": jnp.full(4, 1.0 / 3.0)}, state, params)
+    assert state[0].mu["w"].dtype == mu_dtype and u["w"].dtype == jnp.float32
+    np.testing.assert_allclose(state[0].mu["w"], 0.1 / 3.0, rtol=1e-2 if mu_dtype == jnp.bfloat16 else 1e-6)
+    want, _ = gf.lamb(0.01).update({"w": jnp.full(4, 1.0 / 3.0)}, gf.lamb(0.01).init(params), params)
+    np.testing.assert_allclose(u["w"], want["w"], rtol=1e-2 if mu_dtype == jnp.bfloat16 else 1e-6)
+
+
+def test_rmsprop_state_structure_does_not_depend_on_momentum():
+    params = {"w": jnp.ones(3)}
+    plain, heavy = gf.rmsprop(0.1).init(params), gf.rmsprop(0.1, momentum=0.9).init(params)
+    assert len(plain) == len(heavy) == 3
+    assert isinstance(plain[1], gf.EmptyState) and isinstance(heavy[1], gf.TraceState)
+    assert isinstance(plain[0], gf.ScaleByRmsState) and isinstance(heavy[2], type(plain[2]))
+
+
 def test_init_works_on_shape_dtype_structs():
     params = {"w": jax.ShapeDtypeStruct((3, 2), jnp.float32)}
     for name, make in ALL_OPTIMIZERS.items():

@@ -321,6 +321,46 @@ def test_row_boolean_hyperparameter(call, message):
         call()
 
 
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: gf.adam(0.1, nesterov=1), "adam: nesterov must be True or False, got 1"),
+        (lambda: gf.adam(0.1, bias_correction="no"), "adam: bias_correction must be True or False, got 'no'"),
+        (lambda: gf.scale_by_adam(nesterov=None), "scale_by_adam: nesterov must be True or False, got None"),
+        (lambda: gf.amsgrad(0.1, max_of_debiased=0), "amsgrad: max_of_debiased must be True or False, got 0"),
+        (lambda: gf.rmsprop(0.1, centered=1.0), "rmsprop: centered must be True or False, got 1.0"),
+        (lambda: gf.scale_by_rms(eps_in_sqrt="yes"), "scale_by_rms: eps_in_sqrt must be True or False, got 'yes'"),
+        (lambda: gf.adagrad(0.1, eps_in_sqrt=1), "adagrad: eps_in_sqrt must be True or False, got 1"),
+        (lambda: gf.sgd(0.1, 0.9, nesterov=1), "sgd: nesterov must be True or False, got 1"),
+        (lambda: gf.trace(0.9, nesterov="y"), "trace: nesterov must be True or False, got 'y'"),
+        (lambda: gf.lars(0.1, decay_inside_norm=1), "lars: decay_inside_norm must be True or False, got 1"),
+        (lambda: gf.spam(0.1, adaptive_clip=1), "spam: adaptive_clip must be True or False, got 1"),
+    ],
+)
+def test_row_flag_that_is_not_a_boolean(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+    gf.adam(0.1, nesterov=np.bool_(True))  # NumPy booleans are booleans
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: gf.adam(0.1, 0.9, 0.999, 1e-8, 0.0),  # optax's eps_root is gradflow's keyword
+        lambda: gf.adamw(0.1, 0.9, 0.999, 1e-8, 1e-2),  # optax's fifth is eps_root, torch's weight_decay
+        lambda: gf.amsgrad(0.1, 0.9, 0.999, 1e-8, False),
+        lambda: gf.lamb(0.1, 0.9, 0.999, 1e-6, 0.01),
+        lambda: gf.scale_by_adam(0.9, 0.999, 1e-8, 0.0),
+        lambda: gf.rmsprop(0.1, 0.9, 1e-8, True),
+        lambda: gf.spam(0.1, 0.9, 0.999, 1e-6, 0.0),
+        lambda: gf.adam_atan2(0.1, 0.9, 0.99, 1.27),
+    ],
+)
+def test_row_arguments_after_the_core_hyperparameters_are_keyword_only(call):
+    with pytest.raises(TypeError, match="positional argument"):
+        call()
+
+
 def test_row_set_hyperparams_bad_value():
     state = gf.inject_hyperparams(gf.adam)(0.1).init(PARAMS)
     with pytest.raises(ValueError, match=r"set_hyperparams: adam: b2 must be in \[0, 1\), got 1.0"):

@@ -108,6 +108,38 @@ def test_stats_makes_duplicate_names_unique_with_positions():
     assert len(st) == 2 * 4 + 2
 
 
+def _gradflow_state_classes() -> list:
+    import inspect
+    import pkgutil
+
+    found = []
+    for info in pkgutil.iter_modules(gf.__path__):
+        module = __import__(f"gradflow.{info.name}", fromlist=["_"])
+        for obj in vars(module).values():
+            if inspect.isclass(obj) and obj.__module__ == module.__name__ and obj.__name__.endswith("State"):
+                found.append(obj)
+    return found
+
+
+def test_every_gradflow_state_class_names_its_stats():
+    classes = _gradflow_state_classes()
+    assert len(classes) >= 25, [c.__name__ for c in classes]
+    missing = [c.__name__ for c in classes if "stats_name" not in vars(c)]
+    assert not missing, f"state classes without their own stats_name: {missing}"
+    names = [c.stats_name for c in classes]
+    assert len(set(names)) == len(names), "two state classes share a stats_name"
+
+
+def test_renaming_a_state_class_keeps_its_stats_keys():
+    tx = gf.chain(gf.clip_by_global_norm(1.0), gf.adam(0.1))
+    state = tx.init(PARAMS)
+    before = gf.stats(state)
+    renamed = type("GlobalNormClipperState", (gf.ClipByGlobalNormState,), {"__slots__": ()})
+    state = (renamed(*state[0]),) + state[1:]
+    assert gf.stats(state).keys() == before.keys()
+    assert "clip_by_global_norm/norm" in before and "scale_by_adam/count" in before
+
+
 def test_stats_of_optax_and_nested_dict_states():
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.inject_hyperparams(optax.adam)(learning_rate=0.1))
     s = tx.init(PARAMS)

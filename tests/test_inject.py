@@ -452,3 +452,15 @@ def test_set_hyperparams_checks_inside_a_chain_and_keeps_the_tree():
     assert jax.tree.structure(again.init(params)) == jax.tree.structure(state[1])
     new = gf.set_hyperparams(state, decay=0.5)
     assert jax.tree.structure(new) == jax.tree.structure(state)
+
+
+def test_two_builds_with_equal_mask_trees_give_states_of_one_type():
+    params = {"w": jnp.ones(3), "b": jnp.ones(2)}
+    make = lambda mask: gf.inject_hyperparams(gf.adamw)(0.1, mask=mask).init(params)  # noqa: E731
+    a, b = make({"w": True, "b": False}), make({"w": True, "b": False})
+    assert type(a) is type(b)
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    other = make({"w": False, "b": False})
+    assert type(other) is not type(a)  # a different mask is a different configuration
+    with pytest.raises(ValueError, match=r"set_hyperparams: adamw: b1 must be in \[0, 1\)"):
+        gf.set_hyperparams(b, b1=1.0)
