@@ -604,9 +604,9 @@ def zclip(
 
     def init_fn(params):
         dt = tree_lib.stat_dtype(params)
-        zero = jnp.zeros((), dt)
+        zero = lambda: jnp.zeros((), dt)  # noqa: E731  (a fresh buffer per field, so state can be donated)
         return _diag_init(
-            ZclipState, params, z=zero, mean=zero, var=zero, num_recorded=tree_lib.zero_count(),
+            ZclipState, params, z=zero(), mean=zero(), var=zero(), num_recorded=tree_lib.zero_count(),
             warmup_norms=jnp.zeros((w,), dt),
         )
 
