@@ -186,7 +186,7 @@ def _diag_next(state, norm, clipped, **extra):
 
 
 def clip(max_delta: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> GradientTransformation:
-    """Clip every element to [−c, c] (document 004's "limit the gradient to a range").
+    """Clip every element to [−c, c] (docs/equations.md, eq. (21): "limit the gradient to a range").
 
     u_i = clip(g_i, −c, c) = max(−c, min(g_i, c)).
 

@@ -25,7 +25,7 @@ def sgd(
     nesterov: bool = False,
     dampening: float = 0.0,
 ) -> GradientTransformation:
-    """Stochastic gradient descent, with optional momentum (documents 001, 003, 004).
+    """Stochastic gradient descent, with optional momentum (docs/equations.md, eqs. (8), (9)).
 
     Without momentum:  θ ← θ − α_t·g.
     With momentum μ:   b₁ = g₁, b_t = μ·b_{t−1} + (1 − d)·g_t;
@@ -41,7 +41,7 @@ def sgd(
       ``chain(trace(μ, nesterov, d), scale_by_learning_rate(α))`` (no trace when μ = d = 0).
 
     Parity:
-      documents 001 §3.1 / 004 §3.2: ``sgd(α)``; document 003 §4: ``sgd(α, momentum=0.9)``.
+      docs/equations.md, eq. (8): ``sgd(α)``; eq. (9): ``sgd(α, momentum=0.9)``.
       ``torch.optim.SGD(lr, momentum, dampening, nesterov)``: the same arguments.
       ``optax.sgd(lr, momentum, nesterov)``: the same arguments (d = 0).
 
@@ -89,10 +89,10 @@ def adagrad(
     """AdaGrad: each coordinate's step shrinks with the root of its summed squared gradients.
 
     G ← G + g²  (G₀ = ``initial_accumulator_value``);
-    θ ← θ − α_t·g/(√G + ε)   (default: document 002 §3.1.3, PyTorch),
-    θ ← θ − α_t·g/√(G + ε)   (``eps_in_sqrt=True``: document 001 §3.2(4), optax);
+    θ ← θ − α_t·g/(√G + ε)   (default: docs/equations.md, eq. (10); PyTorch),
+    θ ← θ − α_t·g/√(G + ε)   (``eps_in_sqrt=True``: docs/equations.md, eq. (11); optax);
     α_t = α/(1 + t·lr_decay), t = updates done before this one (PyTorch's ``lr_decay``,
-    document 002 §4.1). A schedule for α is evaluated at t and then decayed.
+    docs/equations.md, eq. (13)). A schedule for α is evaluated at t and then decayed.
 
     Args:
       learning_rate: α ≥ 0, or a schedule ``t -> α_t``.
@@ -105,8 +105,8 @@ def adagrad(
       ``chain(scale_by_rss(G₀, ε, eps_in_sqrt), scale_by_learning_rate(α_t))``.
 
     Parity:
-      document 002: ``adagrad(α, eps=ε)``; document 001: ``adagrad(α, eps=ε, eps_in_sqrt=True)``;
-      document 002's code ``Adagrad(lr=0.01, lr_decay=0.01)``: ``adagrad(0.01, lr_decay=0.01)``.
+      docs/equations.md, eq. (10): ``adagrad(α, eps=ε)``; eq. (11): ``adagrad(α, eps=ε, eps_in_sqrt=True)``;
+      eq. (13), ``Adagrad(lr=0.01, lr_decay=0.01)``: ``adagrad(0.01, lr_decay=0.01)``.
       ``torch.optim.Adagrad(lr, lr_decay, initial_accumulator_value, eps)``: the same
       arguments (without weight_decay). ``optax.adagrad(lr, initial_accumulator_value=a, eps=e)``
       (defaults a = 0.1, e = 1e-7): ``adagrad(lr, initial_accumulator_value=a, eps=e,
@@ -148,8 +148,8 @@ def rmsprop(
     """RMSProp: divide by the root of a moving average of squared gradients.
 
     v ← β·v + (1 − β)·g²  (v₀ = ``initial_scale``);
-    d = g/(√v + ε)  (default: documents 000 §3.3 and 002 §3.2.3, PyTorch),
-    d = g/√(v + ε)  (``eps_in_sqrt=True``: document 001 §3.2(5), optax's default);
+    d = g/(√v + ε)  (default: docs/equations.md, eq. (14); PyTorch),
+    d = g/√(v + ε)  (``eps_in_sqrt=True``: docs/equations.md, eq. (15); optax's default);
     centered: v − m² under the root, m ← β·m + (1 − β)·g.
     Without momentum θ ← θ − α_t·d. With momentum μ (PyTorch's form):
     b ← μ·b + d, θ ← θ − α_t·b (or θ ← θ − α_t·(d + μ·b) with Nesterov).
@@ -169,7 +169,7 @@ def rmsprop(
       ``chain(scale_by_rms(...), [trace(μ, nesterov)], scale_by_learning_rate(α))``.
 
     Parity:
-      documents 000/002: ``rmsprop(α, decay=β, eps=ε)``; document 001:
+      docs/equations.md, eq. (14): ``rmsprop(α, decay=β, eps=ε)``; eq. (15):
       ``rmsprop(α, decay=β, eps=ε, eps_in_sqrt=True)``.
       ``torch.optim.RMSprop(lr, alpha, eps, momentum=μ, centered=c)``:
       ``rmsprop(lr, decay=alpha, eps=eps, momentum=μ, centered=c)``.
@@ -211,7 +211,7 @@ def adam(
 
     m ← β₁·m + (1 − β₁)·g;  v ← β₂·v + (1 − β₂)·g²;
     m̂ = m/(1 − β₁ᵏ), v̂ = v/(1 − β₂ᵏ), k = t + 1;  θ ← θ − α_t·m̂/(√(v̂ + ε_root) + ε).
-    ``bias_correction=False`` uses m and v directly (document 001 §3.2(6)).
+    ``bias_correction=False`` uses m and v directly (docs/equations.md, eq. (16)).
 
     Args:
       learning_rate: α ≥ 0, or a schedule.
@@ -229,7 +229,8 @@ def adam(
       ``chain(scale_by_adam(...), scale_by_learning_rate(α))``.
 
     Parity:
-      Kingma & Ba: ``adam(α)``; document 001: ``adam(α, b1, b2, eps, bias_correction=False)``.
+      Kingma & Ba (docs/equations.md, eq. (17)): ``adam(α)``; eq. (16):
+      ``adam(α, b1, b2, eps, bias_correction=False)``.
       ``torch.optim.Adam(lr, betas=(b1, b2), eps)``: ``adam(lr, b1, b2, eps)``.
       ``optax.adam(lr, b1, b2, eps, eps_root, mu_dtype, nesterov=...)``: the same arguments.
 

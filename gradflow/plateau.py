@@ -3,9 +3,8 @@
 - :func:`reduce_on_plateau` shrinks a scale when the loss stops improving
   (PyTorch's ``ReduceLROnPlateau``).
 - :func:`restart_on_loss` runs a schedule and restarts it from step 0 when the
-  loss falls below a threshold or stops improving (document 001 §3.2(3),
-  "重启学习率": when the loss reaches a threshold, reset the learning rate and
-  continue).
+  loss falls below a threshold or stops improving (docs/equations.md, eq. (6):
+  when the loss reaches a threshold, reset the learning rate and continue).
 
 Both multiply the updates by a scalar they keep in their state (``state.scale``),
 so chain them after an optimizer: ``chain(sgd(0.1), reduce_on_plateau())`` and
@@ -211,7 +210,7 @@ def restart_on_loss(
     atol: float = 0.0,
     cooldown: int = 0,
 ) -> GradientTransformation:
-    """Run a schedule, and restart it from step 0 when the loss says so (document 001 §3.2(3)).
+    """Run a schedule, and restart it from step 0 when the loss says so (docs/equations.md, eq. (6)).
 
     u = S(k)·g, where k counts the updates since the last restart. Before each
     update the loss v (passed as ``value=loss``) is checked; the schedule
@@ -243,7 +242,7 @@ def restart_on_loss(
       the factor of the last update, ``state.restarts`` the number of restarts).
       ``update`` needs ``value=loss``.
 
-    Parity: no PyTorch or optax counterpart (it is document 001's rule); tested
+    Parity: no PyTorch or optax counterpart (it is the rule of docs/equations.md, eq. (6)); tested
     against a NumPy version of the rule above on scripted losses.
 
     Example: ``chain(sgd(1.0), restart_on_loss(cosine_decay_schedule(0.1, 500), patience=50))``

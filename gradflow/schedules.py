@@ -200,7 +200,7 @@ def _nonneg(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def constant_schedule(value: float) -> Schedule:
-    """α_t = α for every t (documents 001 §3.2(1), 003 §2.3(1): a fixed learning rate).
+    """α_t = α for every t (docs/equations.md, eq. (3): a fixed learning rate).
 
     Args:
       value: α ≥ 0.
@@ -234,8 +234,8 @@ def polynomial_schedule(
 
     so α_t = α₀ for t ≤ B and α_t = α_T for t ≥ B + T.
 
-    Documents 000 §3.1.1 and 001 §3.2(2) call α(1 − t/T)^β "exponential decay"
-    (指数衰减); it is this polynomial decay with ``end_value=0``, ``power=β``.
+    docs/equations.md, eq. (1): two of the source articles call α(1 − t/T)^β
+    "exponential decay"; it is this polynomial decay with ``end_value=0``, ``power=β``.
     True exponential decay is :func:`exponential_decay`.
 
     Args:
@@ -278,7 +278,7 @@ def linear_schedule(
 
         α_t = α₀ + (α_T − α₀)·τ/T,   τ = clip(t − B, 0, T).
 
-    Document 000 §3.1.2's linear decay α(1 − t/T) is ``linear_schedule(α, 0.0, T)``.
+    The linear decay α(1 − t/T) of docs/equations.md, eq. (2), is ``linear_schedule(α, 0.0, T)``.
 
     Args:
       init_value: α₀ ≥ 0.
@@ -366,11 +366,11 @@ def exponential_decay(
 
 
 def warmup_constant_schedule(init_value: float, peak_value: float, warmup_steps: int) -> Schedule:
-    """Linear warmup from ``init_value`` to ``peak_value``, then hold (document 003 §2.3(3)).
+    """Linear warmup from ``init_value`` to ``peak_value``, then hold (docs/equations.md, eq. (5)).
 
         α_t = α₀ + (α_peak − α₀)·min(t, W)/W;   α_t = α_peak for t ≥ W.
 
-    Document 003's "阶梯式" schedule: start low, rise to the best value, then hold.
+    The "stepped" schedule of docs/equations.md, eq. (5): start low, rise to the best value, then hold.
 
     Args:
       init_value: α₀ ≥ 0.
