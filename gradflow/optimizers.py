@@ -48,6 +48,17 @@ def sgd(
     References:
       Robbins & Monro, A Stochastic Approximation Method, 1951.
       Sutskever et al., On the importance of initialization and momentum in deep learning, 2013.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.sgd(0.1, momentum=0.9)
+      >>> params, grads = jnp.array([1.0, 2.0]), jnp.array([0.5, -1.0])
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update(grads, state, params)
+      >>> updates, state = tx.update(grads, state, params)   # b = 0.9·g + g
+      >>> [round(float(u), 4) for u in updates]              # −0.1·1.9·g
+      [-0.095, 0.19]
     """
     check_learning_rate("sgd", learning_rate)
     hparams.check_range("sgd", "momentum", momentum, 0.0, 1.0)
@@ -115,6 +126,17 @@ def adagrad(
     References:
       Duchi, Hazan & Singer, Adaptive Subgradient Methods for Online Learning and
       Stochastic Optimization, JMLR 2011.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.adagrad(0.1)
+      >>> params, grads = jnp.array([1.0, 2.0]), jnp.array([0.5, -1.0])
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update(grads, state, params)
+      >>> updates, state = tx.update(grads, state, params)   # G = 2·g², so u = −0.1·g/(√2·|g|)
+      >>> [round(float(u), 4) for u in updates]
+      [-0.0707, 0.0707]
     """
     fn = "adagrad"
     check_learning_rate(fn, learning_rate)
@@ -181,6 +203,15 @@ def rmsprop(
     References:
       Tieleman & Hinton, Lecture 6.5 — RMSProp, COURSERA: Neural Networks for Machine Learning, 2012.
       Graves, Generating Sequences With Recurrent Neural Networks, 2013, arXiv:1308.0850.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.rmsprop(0.01, decay=0.9)
+      >>> params, grads = jnp.array([1.0, 2.0]), jnp.array([0.5, -1.0])
+      >>> updates, state = tx.update(grads, tx.init(params), params)   # v = 0.1·g²
+      >>> [round(float(u), 4) for u in updates]                        # −0.01·g/(√0.1·|g|)
+      [-0.0316, 0.0316]
     """
     fn = "rmsprop"
     check_learning_rate(fn, learning_rate)
@@ -237,6 +268,15 @@ def adam(
     References:
       Kingma & Ba, Adam: A Method for Stochastic Optimization, 2014, arXiv:1412.6980.
       Dozat, Incorporating Nesterov Momentum into Adam, ICLR workshop 2016.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.adam(0.1)
+      >>> params, grads = jnp.array([1.0, 2.0]), jnp.array([0.5, -1.0])
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> [round(float(u), 4) for u in updates]   # the first step is −α·sign(g): m̂ = g, v̂ = g²
+      [-0.1, 0.1]
     """
     fn = "adam"
     _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)
@@ -289,6 +329,19 @@ def amsgrad(
 
     References:
       Reddi, Kale & Kumar, On the Convergence of Adam and Beyond, ICLR 2018, arXiv:1904.09237.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> params = jnp.array([1.0])
+      >>> def last_update(tx, grads):
+      ...     state = tx.init(params)
+      ...     for g in grads:
+      ...         u, state = tx.update(jnp.array([g]), state, params)
+      ...     return round(float(u[0]), 4)
+      >>> # g = 1 then 0: AMSGrad divides by √ of the larger, older v; Adam by the decayed one
+      >>> last_update(gf.amsgrad(1.0), [1.0, 0.0]), last_update(gf.adam(1.0), [1.0, 0.0])
+      (-0.6697, -0.6701)
     """
     fn = "amsgrad"
     _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)
@@ -341,6 +394,15 @@ def adamw(
 
     References:
       Loshchilov & Hutter, Decoupled Weight Decay Regularization, ICLR 2019, arXiv:1711.05101.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.adamw(0.1, weight_decay=0.5)
+      >>> params = jnp.array([1.0, 2.0])
+      >>> updates, state = tx.update(jnp.zeros(2), tx.init(params), params)
+      >>> [round(float(u), 4) for u in updates]   # zero gradient: only the decay, −α·λ·θ
+      [-0.05, -0.1]
     """
     fn = "adamw"
     _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)
@@ -393,6 +455,15 @@ def lars(
 
     References:
       You, Gitman & Ginsburg, Large Batch Training of Convolutional Networks, 2017, arXiv:1708.03888.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.lars(0.1, trust_coefficient=0.1, momentum=0.0)
+      >>> params, grads = jnp.array([3.0, 4.0]), jnp.array([0.6, 0.8])
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> [round(float(u), 4) for u in updates]   # local rate 0.1·‖θ‖/‖g‖ = 0.5, so u = −0.1·0.5·g
+      [-0.03, -0.04]
     """
     fn = "lars"
     check_learning_rate(fn, learning_rate)
@@ -455,6 +526,15 @@ def lamb(
     References:
       You et al., Large Batch Optimization for Deep Learning: Training BERT in 76 minutes, 2019,
       arXiv:1904.00962.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.lamb(0.1)
+      >>> params, grads = jnp.array([3.0, 4.0]), jnp.array([1.0, 1.0])
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> [round(float(u), 4) for u in updates]   # d ≈ sign(g) = (1, 1); u = −0.1·(‖θ‖/‖d‖)·d = −0.1·(5/√2)
+      [-0.3536, -0.3536]
     """
     fn = "lamb"
     _check_adam_args(fn, learning_rate, b1, b2, eps, eps_root)

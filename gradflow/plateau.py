@@ -136,6 +136,21 @@ def reduce_on_plateau(
       ValueError: ``factor`` outside (0, 1), a negative ``patience``/``cooldown``,
         ``accumulation_size < 1``, ``rtol`` outside [0, 1), negative ``atol`` or
         ``min_scale`` or ``eps``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.chain(gf.sgd(1.0), gf.reduce_on_plateau(factor=0.5, patience=1))
+      >>> params = jnp.array([0.0])
+      >>> state = tx.init(params)
+      >>> for loss in [1.0, 0.5, 0.5, 0.5, 0.5]:
+      ...     updates, state = tx.update(jnp.array([1.0]), state, params, value=loss)
+      ...     print(float(state[1].scale))
+      1.0
+      1.0
+      1.0
+      0.5
+      0.5
     """
     fn = "reduce_on_plateau"
     hparams.check_range(fn, "factor", factor, 0.0, 1.0, low_open=True, high_open=True)
