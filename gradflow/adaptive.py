@@ -510,8 +510,10 @@ def scale_by_trust_ratio(
 ) -> GradientTransformation:
     """Scale each leaf by its trust ratio, a scalar from the leaf's norms (LARS, LAMB).
 
-    Per leaf (layer), with θ the leaf's parameters and u its incoming update:
+    Per leaf (layer), with θ the leaf's parameters and u its incoming update::
+
       r = η·‖θ‖ / (‖u‖ + λ·‖θ‖ + ε);   u ← r·(u + λ·θ).
+
     With λ = 0 (the default) this is u ← η‖θ‖/(‖u‖ + ε)·u, the trust ratio of
     optax and of LAMB; with λ > 0 it is You et al.'s LARS local rate, whose
     denominator is ‖g‖ + λ‖θ‖ rather than ‖g + λθ‖.

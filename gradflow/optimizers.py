@@ -27,9 +27,11 @@ def sgd(
 ) -> GradientTransformation:
     """Stochastic gradient descent, with optional momentum (docs/equations.md, eqs. (8), (9)).
 
-    Without momentum:  θ ← θ − α_t·g.
-    With momentum μ:   b₁ = g₁, b_t = μ·b_{t−1} + (1 − d)·g_t;
-                       θ ← θ − α_t·b_t, or θ ← θ − α_t·(g_t + μ·b_t) with Nesterov.
+    The update::
+
+      without momentum:  θ ← θ − α_t·g.
+      with momentum μ:   b₁ = g₁, b_t = μ·b_{t−1} + (1 − d)·g_t;
+                         θ ← θ − α_t·b_t, or θ ← θ − α_t·(g_t + μ·b_t) with Nesterov.
 
     Args:
       learning_rate: α ≥ 0, or a schedule ``step -> α_t``.
@@ -427,9 +429,11 @@ def lars(
 ) -> GradientTransformation:
     """LARS: layer-wise adaptive rate scaling, with momentum.
 
-    Per leaf (layer) θ with gradient g:
+    Per leaf (layer) θ with gradient g::
+
       local rate r = η·‖θ‖ / (‖g‖ + λ·‖θ‖ + ε)  (r = 1 where ‖θ‖ = 0 or the denominator is 0);
       b ← μ·b + α_t·r·(g + λ·θ);  θ ← θ − b   (Nesterov: θ ← θ − (α_t·r·(g + λθ) + μ·b)).
+
     ``decay_inside_norm=True`` uses ‖g + λθ‖ + ε as the denominator instead (optax.lars).
 
     Args:

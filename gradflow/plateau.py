@@ -95,7 +95,7 @@ def reduce_on_plateau(
     """Multiply the updates by a scale that shrinks when the loss stops improving.
 
     Every ``accumulation_size`` updates the mean v of the losses passed as
-    ``value=loss`` is evaluated (PyTorch's ``scheduler.step(loss)``):
+    ``value=loss`` is evaluated (PyTorch's ``scheduler.step(loss)``)::
 
         improved = v < b − rtol·|b| − atol            (b: best so far, +inf at first)
         b ← v if improved;  n ← 0 if improved else n + 1
