@@ -116,6 +116,7 @@ def _build_guide_pages() -> None:
     # examples/README.md: its links to scripts become code names (the scripts are not pages)
     ex = (ROOT / "examples" / "README.md").read_text(encoding="utf-8")
     ex = re.sub(r"\[(`[\w.]+\.py`)\]\([\w.]+\.py\)", r"\1", ex)
+    ex = re.sub(r"\A# Examples\n", "# The example scripts\n", ex)  # "Examples" is the README's page
     _write("example_scripts", _relink(ex, "../docs/"))
 
     # benchmarks/stability.md: its ### headings become ## (a page's levels must not skip one)
@@ -133,6 +134,7 @@ _build_guide_pages()
 # ending in _ is a link. Outside literal blocks and doctests, escape them.
 _PIPE = re.compile(r"(?<!\\)\|")
 _LINK_END = re.compile(r"(?<=\w)_(?=[^\w`]|$)|(?<=\w)_(?=[^\x00-\x7f])")
+_ARXIV = re.compile(r"(?<![/\w])arXiv:(\d{4}\.\d{4,5})")
 
 
 def _escape_plain_text(app, what, name, obj, options, lines):
@@ -154,6 +156,7 @@ def _escape_plain_text(app, what, name, obj, options, lines):
             lines[i] = "``".join(parts)
         else:
             lines[i] = _LINK_END.sub(r"\\_", _PIPE.sub(r"\\|", line))
+        lines[i] = _ARXIV.sub(r"`arXiv:\1 <https://arxiv.org/abs/\1>`__", lines[i])
         if line.rstrip().endswith("::"):
             literal_indent = indent
 
