@@ -61,6 +61,7 @@ LINKS = {
     "docs/errors.md": "../errors.md",
     "docs/equations.md": "../equations.md",
     "benchmarks/stability.md": "stability.md",
+    "../benchmarks/stability.md": "stability.md",
     "examples/README.md": "example_scripts.md",
     "#learning-rate-schedules": "schedules.md",
 }
