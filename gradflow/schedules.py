@@ -629,7 +629,7 @@ def warmup_cosine_decay_schedule(
 
     Examples:
       >>> import gradflow as gf
-      >>> schedule = gf.warmup_cosine_decay_schedule(0.0, 0.1, 10, 110, 0.001)
+      >>> schedule = gf.warmup_cosine_decay_schedule(0.0, 0.1, 10, 110, end_value=0.001)
       >>> [round(float(schedule(t)), 4) for t in (0, 5, 10, 60, 110, 500)]   # halfway: (0.1 + 0.001)/2
       [0.0, 0.05, 0.1, 0.0505, 0.001, 0.001]
     """
@@ -1081,7 +1081,7 @@ def inverse_sqrt_schedule(
 
     Examples:
       >>> import gradflow as gf
-      >>> schedule = gf.inverse_sqrt_schedule(0.1, 100)   # 0.1·√(100/t) after the warm-up
+      >>> schedule = gf.inverse_sqrt_schedule(0.1, warmup_steps=100)   # 0.1·√(100/t) after the warm-up
       >>> [round(float(schedule(t)), 4) for t in (0, 50, 100, 400)]
       [0.0, 0.05, 0.1, 0.05]
     """
