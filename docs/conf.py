@@ -162,5 +162,27 @@ def _escape_plain_text(app, what, name, obj, options, lines):
             literal_indent = indent
 
 
+def _literal_formula_blocks(app, what, name, obj, options, lines):
+    """An indented block after a blank line in the description is a formula laid out in columns:
+    show it as a literal block (as it reads in the source), not as a block quote."""
+    out, prev_text, blank, in_block = [], None, False, False
+    for i, line in enumerate(lines):
+        stripped = line.lstrip()
+        indent = len(line) - len(stripped)
+        if indent == 0 and stripped.startswith((":", ".. ")):  # napoleon's fields: leave them as they are
+            out.extend(lines[i:])
+            break
+        if stripped and indent > 0 and blank and not in_block and prev_text is not None:
+            if not prev_text.rstrip().endswith("::") and not stripped.startswith((">>>", "- ", "* ")):
+                out.extend(["::", ""])
+            in_block = True
+        if stripped and indent == 0:
+            in_block, prev_text = False, line
+        blank = not stripped
+        out.append(line)
+    lines[:] = out
+
+
 def setup(app):
+    app.connect("autodoc-process-docstring", _literal_formula_blocks)
     app.connect("autodoc-process-docstring", _escape_plain_text)
