@@ -46,7 +46,7 @@ html_title = f"gradflow {release}"
 README_PAGES = {
     "Set-up": ("start", "Getting started"),
     "A training step": ("start", "Getting started"),
-    "API": ("modules", "Modules"),
+    "API": ("modules", "API"),
     "When training blows up": ("blowups", "When training blows up"),
     "Optimizers and their parity": ("optimizers", "Optimizers and their parity"),
     "Learning-rate schedules": ("schedules", "Learning-rate schedules"),
