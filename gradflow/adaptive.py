@@ -18,7 +18,7 @@ hyperparameter is written as the right operand of a product (``v * β``): XLA
 moves constants to the right, so both builds then give the compiler the same
 expression, and the same fused multiply-adds.
 
-Notation (EQUATIONS.md): g the incoming update, t the number of updates done
+Notation (docs/equations.md): g the incoming update, t the number of updates done
 before this one (0 first), so the k-th update has k = t + 1.
 """
 
@@ -169,8 +169,8 @@ def scale_by_rss(
     Args:
       initial_accumulator_value: G₀ ≥ 0.
       eps: ε ≥ 0.
-      eps_in_sqrt: put ε inside the root (document 001, optax) instead of
-        outside it (document 002, PyTorch).
+      eps_in_sqrt: put ε inside the root (docs/equations.md, eq. (11); optax) instead of
+        outside it (docs/equations.md, eq. (10); PyTorch).
 
     Returns:
       A :class:`~gradflow.GradientTransformation` with :class:`ScaleByRssState`.
@@ -247,8 +247,8 @@ def scale_by_rms(
     Args:
       decay: β in [0, 1).
       eps: ε ≥ 0.
-      eps_in_sqrt: ε inside the root (document 001, optax's default) instead of
-        outside (documents 000/002, PyTorch).
+      eps_in_sqrt: ε inside the root (docs/equations.md, eq. (15); optax's default) instead of
+        outside (docs/equations.md, eq. (14); PyTorch).
       centered: divide by the root of the variance estimate v − m².
       initial_scale: v₀ ≥ 0.
       bias_correction: debias v (and m) by 1 − βᵏ.
@@ -350,7 +350,7 @@ def scale_by_adam(
       eps: ε ≥ 0, outside the root.
       eps_root: ε_root ≥ 0, inside the root.
       bias_correction: divide the moments by 1 − βᵏ (Kingma & Ba); False gives
-        document 001's Adam.
+        the Adam of docs/equations.md, eq. (16).
       nesterov: Dozat's Nesterov-accelerated Adam.
       mu_dtype: dtype of m (default: the parameter's dtype).
       nu_dtype: dtype of v (default: the parameter's dtype). With float16
@@ -511,8 +511,10 @@ def scale_by_trust_ratio(
 ) -> GradientTransformation:
     """Scale each leaf by its trust ratio, a scalar from the leaf's norms (LARS, LAMB).
 
-    Per leaf (layer), with θ the leaf's parameters and u its incoming update:
+    Per leaf (layer), with θ the leaf's parameters and u its incoming update::
+
       r = η·‖θ‖ / (‖u‖ + λ·‖θ‖ + ε);   u ← r·(u + λ·θ).
+
     With λ = 0 (the default) this is u ← η‖θ‖/(‖u‖ + ε)·u, the trust ratio of
     optax and of LAMB; with λ > 0 it is You et al.'s LARS local rate, whose
     denominator is ‖g‖ + λ‖θ‖ rather than ‖g + λθ‖.

@@ -155,7 +155,7 @@ def _diag_next(state, norm, clipped, **extra):
 
 
 def clip(max_delta: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> GradientTransformation:
-    """Clip every element to [−c, c] (document 004's "limit the gradient to a range").
+    """Clip every element to [−c, c] (docs/equations.md, eq. (21): "limit the gradient to a range").
 
     u_i = clip(g_i, −c, c) = max(−c, min(g_i, c)).
 
@@ -172,6 +172,14 @@ def clip(max_delta: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> Gradi
 
     References:
       Mikolov, Statistical Language Models Based on Neural Networks (PhD thesis), 2012.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.clip(1.0)
+      >>> updates, state = tx.update(jnp.array([0.5, -3.0]), tx.init(None))
+      >>> [float(u) for u in updates], bool(state.clipped)
+      ([0.5, -1.0], True)
     """
     hparams.check_positive("clip", "max_delta", max_delta)
 
@@ -212,6 +220,15 @@ def clip_by_norm(max_norm: hparams.ScalarOrSchedule, *, axis_name: Any = None) -
     References:
       Pascanu, Mikolov & Bengio, On the difficulty of training recurrent neural networks,
       2013, https://arxiv.org/abs/1211.5063
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.clip_by_norm(1.0)
+      >>> grads = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([0.3, 0.4])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> [round(float(u), 4) for u in updates["a"]], [round(float(u), 4) for u in updates["b"]]
+      ([0.6, 0.8], [0.3, 0.4])
     """
     hparams.check_positive("clip_by_norm", "max_norm", max_norm)
 
@@ -266,6 +283,17 @@ def clip_by_global_norm(
     References:
       Pascanu, Mikolov & Bengio, On the difficulty of training recurrent neural networks,
       2013, https://arxiv.org/abs/1211.5063
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.clip_by_global_norm(1.0)
+      >>> grads = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([0.3, 0.4])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> round(float(state.norm), 4), round(float(gf.global_norm(updates)), 4)   # √(25 + 0.25), then 1
+      (5.0249, 1.0)
+      >>> [round(float(u), 4) for u in updates["b"]]   # every leaf shrinks by the same factor
+      [0.0597, 0.0796]
     """
     hparams.check_positive("clip_by_global_norm", "max_norm", max_norm)
 
@@ -309,6 +337,15 @@ def clip_by_block_rms(threshold: hparams.ScalarOrSchedule, *, axis_name: Any = N
     References:
       Shazeer & Stern, Adafactor: Adaptive Learning Rates with Sublinear Memory Cost,
       2018, https://arxiv.org/abs/1804.04235 (update clipping by block RMS).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.clip_by_block_rms(1.0)
+      >>> grads = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([0.3, 0.4])}
+      >>> updates, state = tx.update(grads, tx.init(grads))
+      >>> [round(float(u), 4) for u in updates["a"]]   # rms(a) = √12.5 is cut to 1; b is under the bound
+      [0.8485, 1.1314]
     """
     hparams.check_positive("clip_by_block_rms", "threshold", threshold)
 
@@ -402,6 +439,15 @@ def adaptive_grad_clip(
     References:
       Brock, De, Smith & Simonyan, High-Performance Large-Scale Image Recognition Without
       Normalization, 2021, https://arxiv.org/abs/2102.06171
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.adaptive_grad_clip(0.1)
+      >>> params, grads = jnp.array([3.0, 4.0]), jnp.array([6.0, 8.0])
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> [round(float(u), 4) for u in updates]   # ‖g‖ = 10 is cut to 0.1·‖θ‖ = 0.5
+      [0.3, 0.4]
     """
     hparams.check_positive("adaptive_grad_clip", "clipping", clipping)
     hparams.check_non_negative("adaptive_grad_clip", "eps", eps)
@@ -507,6 +553,16 @@ def autoclip(
     References:
       Seetharaman, Wichern, Pardo & Le Roux, AutoClip: Adaptive Gradient Clipping for
       Source Separation Networks, 2020, https://arxiv.org/abs/2007.14469
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.autoclip(percentile=50.0)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> for g in [1.0, 2.0, 3.0, 4.0, 40.0]:
+      ...     updates, state = tx.update(jnp.array([g]), state)
+      >>> round(float(updates[0]), 4)   # 40 is cut to the median of the norms seen, 1, 2, 3, 4, 40
+      3.0
     """
     hparams.check_range("autoclip", "percentile", percentile, 0.0, 100.0, low_open=True)
     hparams.check_int("autoclip", "history_size", history_size, 1)
@@ -595,6 +651,17 @@ def zclip(
     References:
       Kumar, Owen, Chowdhury & Güra, ZClip: Adaptive Spike Mitigation for LLM
       Pre-Training, 2025, https://arxiv.org/abs/2504.02507
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.zclip(warmup_steps=4)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> for g in [1.0, 1.2, 0.8, 1.0, 10.0]:
+      ...     updates, state = tx.update(jnp.array([g]), state)
+      >>> # μ = 1, σ = 0.1414 from the warm-up; z = 63.6 > 2.5, so c = μ + (2.5²/z)·σ
+      >>> round(float(updates[0]), 4), bool(state.clipped)
+      (1.0139, True)
     """
     _check_ema_factor("zclip", "alpha", alpha)
     hparams.check_positive("zclip", "z_threshold", z_threshold)
@@ -704,6 +771,16 @@ def clip_update_norm(
     References:
       Levanter (Stanford CRFM), ``levanter.optim.clip_update_norm``,
       https://github.com/stanford-crfm/levanter
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.clip_update_norm(window=4, sigma_factor=1.0, min_history=4)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> for u in [1.0, 2.0, 1.0, 2.0, 9.0]:
+      ...     updates, state = tx.update(jnp.array([u]), state)
+      >>> round(float(updates[0]), 4)   # mean 1.5 + 1·std 0.5 of the last four norms
+      2.0
     """
     fn = "clip_update_norm"
     hparams.check_int(fn, "window", window, 1)
@@ -805,6 +882,16 @@ def adagc(
     References:
       Wang, Li, Chen, Zeng, Yang, Yu, Ma & Shen, AdaGC: Improving Training Stability
       for Large Language Model Pretraining, 2025, https://arxiv.org/abs/2502.11034
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.adagc(warmup_steps=2)
+      >>> state = tx.init(jnp.zeros(1))
+      >>> for g in [0.5, 0.4, 5.0]:
+      ...     updates, state = tx.update(jnp.array([g]), state)
+      >>> round(float(updates[0]), 4)   # γ = min(0.5, 0.4) after warm-up; 5 is cut to 1.05·γ
+      0.42
     """
     hparams.check_positive("adagc", "lambda_abs", lambda_abs)
     hparams.check_positive("adagc", "lambda_rel", lambda_rel)

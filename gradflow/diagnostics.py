@@ -89,6 +89,16 @@ def monitor(
     Returns:
       A :class:`GradientTransformation` whose state is a :class:`MonitorState`;
       ``gradflow.stats(state)`` gives ``monitor/grad_norm`` etc.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.monitor(gf.sgd(0.1), learning_rate=0.1)
+      >>> params = jnp.zeros(2)
+      >>> updates, state = tx.update(jnp.array([3.0, 4.0]), tx.init(params), params)
+      >>> logs = gf.stats(state)
+      >>> round(float(logs["monitor/grad_norm"]), 4), round(float(logs["monitor/update_norm"]), 4)
+      (5.0, 0.5)
     """
     if learning_rate is not None:
         hparams.check_non_negative("monitor", "learning_rate", learning_rate)
@@ -164,6 +174,18 @@ def stats(state: Any) -> dict[str, jnp.ndarray]:
 
     Returns:
       A dict of 0-d arrays, in the order of the state's leaves.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.chain(gf.clip_by_global_norm(1.0), gf.sgd(0.1))
+      >>> params = jnp.zeros(2)
+      >>> updates, state = tx.update(jnp.array([3.0, 4.0]), tx.init(params), params)
+      >>> logs = gf.stats(state)
+      >>> sorted(logs)
+      ['clip_by_global_norm/clipped', 'clip_by_global_norm/count', 'clip_by_global_norm/norm', 'clip_by_global_norm/num_clipped']
+      >>> float(logs["clip_by_global_norm/norm"]), int(logs["clip_by_global_norm/num_clipped"])
+      (5.0, 1)
     """
     entries: list[tuple[tuple, tuple, Any]] = []  # (short path, long path, leaf)
     _walk(state, (), (), entries)

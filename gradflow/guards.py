@@ -85,6 +85,19 @@ def apply_if_finite(
     rule; optax's state fields ``notfinite_count``, ``total_notfinite`` and
     ``last_finite`` are ``num_consecutive_errors``, ``num_not_finite`` and
     ``not skipped``).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.apply_if_finite(gf.sgd(0.1), max_consecutive_errors=3)
+      >>> params = jnp.array([1.0])
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update(jnp.array([1.0]), state, params)
+      >>> round(float(updates[0]), 4)
+      -0.1
+      >>> updates, state = tx.update(jnp.array([jnp.nan]), state, params)   # skipped: zero update
+      >>> float(updates[0]), int(gf.stats(state)["apply_if_finite/num_skipped"])
+      (0.0, 1)
     """
     hparams.check_int("apply_if_finite", "max_consecutive_errors", max_consecutive_errors, 0)
     max_errors = int(max_consecutive_errors)
@@ -201,6 +214,19 @@ def skip_spikes(
       Groeneveld et al., OLMo: Accelerating the Science of Language Models, 2024,
       https://arxiv.org/abs/2402.00838 (OLMo 2's skip-step rule: OLMo et al., 2 OLMo 2
       Furious, 2024, https://arxiv.org/abs/2501.00656).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.skip_spikes(gf.sgd(0.1), window=8, min_samples=4)
+      >>> params = jnp.array([1.0])
+      >>> state = tx.init(params)
+      >>> steps = []
+      >>> for g in [1.0, 1.1, 0.9, 1.0, 50.0, 1.0]:
+      ...     updates, state = tx.update(jnp.array([g]), state, params)
+      ...     steps.append(round(float(updates[0]), 4))
+      >>> steps   # ‖g‖ = 50 is far above mean + 6σ of the four before it
+      [-0.1, -0.11, -0.09, -0.1, 0.0, -0.1]
     """
     fn = "skip_spikes"
     hparams.check_positive(fn, "threshold", threshold)

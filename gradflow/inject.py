@@ -144,6 +144,16 @@ def inject_hyperparams(
     Parity: ``optax.inject_hyperparams(factory)(...)`` gives the same updates
     to rounding; unlike optax's, values keep float32 with low-precision params,
     and the stored value of a schedule is the one the next update uses.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.inject_hyperparams(gf.sgd)(learning_rate=0.1)
+      >>> params = jnp.array([1.0])
+      >>> state = gf.set_hyperparams(tx.init(params), learning_rate=0.01)   # no recompilation
+      >>> updates, state = tx.update(jnp.array([2.0]), state, params)
+      >>> round(float(updates[0]), 4), round(float(gf.current_hyperparams(state)["learning_rate"]), 4)
+      (-0.02, 0.01)
     """
     if isinstance(static_args, str):
         static_args = (static_args,)

@@ -43,7 +43,7 @@ def dynamic_loss_scale(
 
     The step's loss must be multiplied by S = :func:`loss_scale` ``(state)``; the
     gradients g_S it yields are handled as ``torch.amp.GradScaler``'s ``unscale_``,
-    ``step`` and ``update`` do, in this order:
+    ``step`` and ``update`` do, in this order::
 
       g = g_S·(1/S)  (the reciprocal formed once, in float32);
       if every element of g_S is finite: (u, s) = inner(g, s); n ← n + 1, and when

@@ -39,11 +39,13 @@ def sgd(
     nesterov: bool = False,
     dampening: float = 0.0,
 ) -> GradientTransformation:
-    """Stochastic gradient descent, with optional momentum (documents 001, 003, 004).
+    """Stochastic gradient descent, with optional momentum (docs/equations.md, eqs. (8), (9)).
 
-    Without momentum:  θ ← θ − α_t·g.
-    With momentum μ:   b₁ = g₁, b_t = μ·b_{t−1} + (1 − d)·g_t;
-                       θ ← θ − α_t·b_t, or θ ← θ − α_t·(g_t + μ·b_t) with Nesterov.
+    The update::
+
+      without momentum:  θ ← θ − α_t·g.
+      with momentum μ:   b₁ = g₁, b_t = μ·b_{t−1} + (1 − d)·g_t;
+                         θ ← θ − α_t·b_t, or θ ← θ − α_t·(g_t + μ·b_t) with Nesterov.
 
     Args:
       learning_rate: α ≥ 0, or a schedule ``step -> α_t``.
@@ -55,13 +57,24 @@ def sgd(
       ``chain(trace(μ, nesterov, d), scale_by_learning_rate(α))`` (no trace when μ = d = 0).
 
     Parity:
-      documents 001 §3.1 / 004 §3.2: ``sgd(α)``; document 003 §4: ``sgd(α, momentum=0.9)``.
+      docs/equations.md, eq. (8): ``sgd(α)``; eq. (9): ``sgd(α, momentum=0.9)``.
       ``torch.optim.SGD(lr, momentum, dampening, nesterov)``: the same arguments.
       ``optax.sgd(lr, momentum, nesterov)``: the same arguments (d = 0).
 
     References:
       Robbins & Monro, A Stochastic Approximation Method, 1951.
       Sutskever et al., On the importance of initialization and momentum in deep learning, 2013.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.sgd(0.1, momentum=0.9)
+      >>> params, grads = jnp.array([1.0, 2.0]), jnp.array([0.5, -1.0])
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update(grads, state, params)
+      >>> updates, state = tx.update(grads, state, params)   # b = 0.9·g + g
+      >>> [round(float(u), 4) for u in updates]              # −0.1·1.9·g
+      [-0.095, 0.19]
     """
     check_learning_rate("sgd", learning_rate)
     check_momentum("sgd", momentum, nesterov, dampening)
@@ -89,10 +102,10 @@ def adagrad(
     """AdaGrad: each coordinate's step shrinks with the root of its summed squared gradients.
 
     G ← G + g²  (G₀ = ``initial_accumulator_value``);
-    θ ← θ − α_t·g/(√G + ε)   (default: document 002 §3.1.3, PyTorch),
-    θ ← θ − α_t·g/√(G + ε)   (``eps_in_sqrt=True``: document 001 §3.2(4), optax);
+    θ ← θ − α_t·g/(√G + ε)   (default: docs/equations.md, eq. (10); PyTorch),
+    θ ← θ − α_t·g/√(G + ε)   (``eps_in_sqrt=True``: docs/equations.md, eq. (11); optax);
     α_t = α/(1 + t·lr_decay), t = updates done before this one (PyTorch's ``lr_decay``,
-    document 002 §4.1). A schedule for α is evaluated at t and then decayed.
+    docs/equations.md, eq. (13)). A schedule for α is evaluated at t and then decayed.
 
     Args:
       learning_rate: α ≥ 0, or a schedule ``t -> α_t``.
@@ -105,8 +118,8 @@ def adagrad(
       ``chain(scale_by_rss(G₀, ε, eps_in_sqrt), scale_by_learning_rate(α_t))``.
 
     Parity:
-      document 002: ``adagrad(α, eps=ε)``; document 001: ``adagrad(α, eps=ε, eps_in_sqrt=True)``;
-      document 002's code ``Adagrad(lr=0.01, lr_decay=0.01)``: ``adagrad(0.01, lr_decay=0.01)``.
+      docs/equations.md, eq. (10): ``adagrad(α, eps=ε)``; eq. (11): ``adagrad(α, eps=ε, eps_in_sqrt=True)``;
+      eq. (13), ``Adagrad(lr=0.01, lr_decay=0.01)``: ``adagrad(0.01, lr_decay=0.01)``.
       ``torch.optim.Adagrad(lr, lr_decay, initial_accumulator_value, eps)``: the same
       arguments (without weight_decay). ``optax.adagrad(lr, initial_accumulator_value=a, eps=e)``
       (defaults a = 0.1, e = 1e-7): ``adagrad(lr, initial_accumulator_value=a, eps=e,
@@ -115,6 +128,17 @@ def adagrad(
     References:
       Duchi, Hazan & Singer, Adaptive Subgradient Methods for Online Learning and
       Stochastic Optimization, JMLR 2011.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.adagrad(0.1)
+      >>> params, grads = jnp.array([1.0, 2.0]), jnp.array([0.5, -1.0])
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update(grads, state, params)
+      >>> updates, state = tx.update(grads, state, params)   # G = 2·g², so u = −0.1·g/(√2·|g|)
+      >>> [round(float(u), 4) for u in updates]
+      [-0.0707, 0.0707]
     """
     fn = "adagrad"
     check_learning_rate(fn, learning_rate)
@@ -150,8 +174,8 @@ def rmsprop(
     """RMSProp: divide by the root of a moving average of squared gradients.
 
     v ← β·v + (1 − β)·g²  (v₀ = ``initial_scale``);
-    d = g/(√v + ε)  (default: documents 000 §3.3 and 002 §3.2.3, PyTorch),
-    d = g/√(v + ε)  (``eps_in_sqrt=True``: document 001 §3.2(5), optax's default);
+    d = g/(√v + ε)  (default: docs/equations.md, eq. (14); PyTorch),
+    d = g/√(v + ε)  (``eps_in_sqrt=True``: docs/equations.md, eq. (15); optax's default);
     centered: v − m² under the root, m ← β·m + (1 − β)·g.
     Without momentum θ ← θ − α_t·d. With momentum μ (PyTorch's form):
     b ← μ·b + d, θ ← θ − α_t·b (or θ ← θ − α_t·(d + μ·b) with Nesterov).
@@ -171,7 +195,7 @@ def rmsprop(
       ``chain(scale_by_rms(...), trace(μ, nesterov) or identity(), scale_by_learning_rate(α))``.
 
     Parity:
-      documents 000/002: ``rmsprop(α, decay=β, eps=ε)``; document 001:
+      docs/equations.md, eq. (14): ``rmsprop(α, decay=β, eps=ε)``; eq. (15):
       ``rmsprop(α, decay=β, eps=ε, eps_in_sqrt=True)``.
       ``torch.optim.RMSprop(lr, alpha, eps, momentum=μ, centered=c)``:
       ``rmsprop(lr, decay=alpha, eps=eps, momentum=μ, centered=c)``.
@@ -183,6 +207,15 @@ def rmsprop(
     References:
       Tieleman & Hinton, Lecture 6.5 — RMSProp, COURSERA: Neural Networks for Machine Learning, 2012.
       Graves, Generating Sequences With Recurrent Neural Networks, 2013, arXiv:1308.0850.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.rmsprop(0.01, decay=0.9)
+      >>> params, grads = jnp.array([1.0, 2.0]), jnp.array([0.5, -1.0])
+      >>> updates, state = tx.update(grads, tx.init(params), params)   # v = 0.1·g²
+      >>> [round(float(u), 4) for u in updates]                        # −0.01·g/(√0.1·|g|)
+      [-0.0316, 0.0316]
     """
     fn = "rmsprop"
     check_learning_rate(fn, learning_rate)
@@ -218,7 +251,7 @@ def adam(
 
     m ← β₁·m + (1 − β₁)·g;  v ← β₂·v + (1 − β₂)·g²;
     m̂ = m/(1 − β₁ᵏ), v̂ = v/(1 − β₂ᵏ), k = t + 1;  θ ← θ − α_t·m̂/(√(v̂ + ε_root) + ε).
-    ``bias_correction=False`` uses m and v directly (document 001 §3.2(6)).
+    ``bias_correction=False`` uses m and v directly (docs/equations.md, eq. (16)).
 
     Args:
       learning_rate: α ≥ 0, or a schedule.
@@ -236,13 +269,23 @@ def adam(
       ``chain(scale_by_adam(...), scale_by_learning_rate(α))``.
 
     Parity:
-      Kingma & Ba: ``adam(α)``; document 001: ``adam(α, b1, b2, eps, bias_correction=False)``.
+      Kingma & Ba (docs/equations.md, eq. (17)): ``adam(α)``; eq. (16):
+      ``adam(α, b1, b2, eps, bias_correction=False)``.
       ``torch.optim.Adam(lr, betas=(b1, b2), eps)``: ``adam(lr, b1, b2, eps)``.
       ``optax.adam(lr, b1, b2, eps, eps_root, mu_dtype, nesterov=...)``: the same arguments.
 
     References:
       Kingma & Ba, Adam: A Method for Stochastic Optimization, 2014, arXiv:1412.6980.
       Dozat, Incorporating Nesterov Momentum into Adam, ICLR workshop 2016.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.adam(0.1)
+      >>> params, grads = jnp.array([1.0, 2.0]), jnp.array([0.5, -1.0])
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> [round(float(u), 4) for u in updates]   # the first step is −α·sign(g): m̂ = g, v̂ = g²
+      [-0.1, 0.1]
     """
     fn = "adam"
     check_learning_rate(fn, learning_rate)
@@ -298,6 +341,19 @@ def amsgrad(
 
     References:
       Reddi, Kale & Kumar, On the Convergence of Adam and Beyond, ICLR 2018, arXiv:1904.09237.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> params = jnp.array([1.0])
+      >>> def last_update(tx, grads):
+      ...     state = tx.init(params)
+      ...     for g in grads:
+      ...         u, state = tx.update(jnp.array([g]), state, params)
+      ...     return round(float(u[0]), 4)
+      >>> # g = 1 then 0: AMSGrad divides by √ of the larger, older v; Adam by the decayed one
+      >>> last_update(gf.amsgrad(1.0), [1.0, 0.0]), last_update(gf.adam(1.0), [1.0, 0.0])
+      (-0.6697, -0.6701)
     """
     fn = "amsgrad"
     check_learning_rate(fn, learning_rate)
@@ -350,6 +406,15 @@ def adamw(
 
     References:
       Loshchilov & Hutter, Decoupled Weight Decay Regularization, ICLR 2019, arXiv:1711.05101.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.adamw(0.1, weight_decay=0.5)
+      >>> params = jnp.array([1.0, 2.0])
+      >>> updates, state = tx.update(jnp.zeros(2), tx.init(params), params)
+      >>> [round(float(u), 4) for u in updates]   # zero gradient: only the decay, −α·λ·θ
+      [-0.05, -0.1]
     """
     fn = "adamw"
     check_adam_args(fn, b1, b2, eps, eps_root)
@@ -370,9 +435,11 @@ def lars(
 ) -> GradientTransformation:
     """LARS: layer-wise adaptive rate scaling, with momentum.
 
-    Per leaf (layer) θ with gradient g:
+    Per leaf (layer) θ with gradient g::
+
       local rate r = η·‖θ‖ / (‖g‖ + λ·‖θ‖ + ε)  (r = 1 where ‖θ‖ = 0 or the denominator is 0);
       b ← μ·b + α_t·r·(g + λ·θ);  θ ← θ − b   (Nesterov: θ ← θ − (α_t·r·(g + λθ) + μ·b)).
+
     ``decay_inside_norm=True`` uses ‖g + λθ‖ + ε as the denominator instead (optax.lars).
 
     Args:
@@ -398,6 +465,15 @@ def lars(
 
     References:
       You, Gitman & Ginsburg, Large Batch Training of Convolutional Networks, 2017, arXiv:1708.03888.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.lars(0.1, trust_coefficient=0.1, momentum=0.0)
+      >>> params, grads = jnp.array([3.0, 4.0]), jnp.array([0.6, 0.8])
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> [round(float(u), 4) for u in updates]   # local rate 0.1·‖θ‖/‖g‖ = 0.5, so u = −0.1·0.5·g
+      [-0.03, -0.04]
     """
     fn = "lars"
     check_learning_rate(fn, learning_rate)
@@ -463,6 +539,15 @@ def lamb(
     References:
       You et al., Large Batch Optimization for Deep Learning: Training BERT in 76 minutes, 2019,
       arXiv:1904.00962.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.lamb(0.1)
+      >>> params, grads = jnp.array([3.0, 4.0]), jnp.array([1.0, 1.0])
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> [round(float(u), 4) for u in updates]   # d ≈ sign(g) = (1, 1); u = −0.1·(‖θ‖/‖d‖)·d = −0.1·(5/√2)
+      [-0.3536, -0.3536]
     """
     fn = "lamb"
     check_adam_args(fn, b1, b2, eps, eps_root)

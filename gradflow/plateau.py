@@ -3,9 +3,8 @@
 - :func:`reduce_on_plateau` shrinks a scale when the loss stops improving
   (PyTorch's ``ReduceLROnPlateau``).
 - :func:`restart_on_loss` runs a schedule and restarts it from step 0 when the
-  loss falls below a threshold or stops improving (document 001 §3.2(3),
-  "重启学习率": when the loss reaches a threshold, reset the learning rate and
-  continue).
+  loss falls below a threshold or stops improving (docs/equations.md, eq. (6):
+  when the loss reaches a threshold, reset the learning rate and continue).
 
 Both multiply the updates by a scalar they keep in their state (``state.scale``),
 so chain them after an optimizer: ``chain(sgd(0.1), reduce_on_plateau())`` and
@@ -93,7 +92,7 @@ def reduce_on_plateau(
     """Multiply the updates by a scale that shrinks when the loss stops improving.
 
     Every ``accumulation_size`` updates the mean v of the losses passed as
-    ``value=loss`` is evaluated (PyTorch's ``scheduler.step(loss)``):
+    ``value=loss`` is evaluated (PyTorch's ``scheduler.step(loss)``)::
 
         improved = v < b − rtol·|b| − atol            (b: best so far, +inf at first)
         b ← v if improved;  n ← 0 if improved else n + 1
@@ -134,6 +133,21 @@ def reduce_on_plateau(
       ValueError: ``factor`` outside (0, 1), a negative ``patience``/``cooldown``,
         ``accumulation_size < 1``, ``rtol`` outside [0, 1), negative ``atol`` or
         ``min_scale`` or ``eps``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.chain(gf.sgd(1.0), gf.reduce_on_plateau(factor=0.5, patience=1))
+      >>> params = jnp.array([0.0])
+      >>> state = tx.init(params)
+      >>> for loss in [1.0, 0.5, 0.5, 0.5, 0.5]:
+      ...     updates, state = tx.update(jnp.array([1.0]), state, params, value=loss)
+      ...     print(float(state[1].scale))
+      1.0
+      1.0
+      1.0
+      0.5
+      0.5
     """
     fn = "reduce_on_plateau"
     hparams.check_range(fn, "factor", factor, 0.0, 1.0, low_open=True, high_open=True)
@@ -204,7 +218,7 @@ def restart_on_loss(
     atol: float = 0.0,
     cooldown: int = 0,
 ) -> GradientTransformation:
-    """Run a schedule, and restart it from step 0 when the loss says so (document 001 §3.2(3)).
+    """Run a schedule, and restart it from step 0 when the loss says so (docs/equations.md, eq. (6)).
 
     u = S(k)·g, where k counts the updates since the last restart. Before each
     update the loss v (passed as ``value=loss``) is checked; the schedule
@@ -236,7 +250,7 @@ def restart_on_loss(
       the factor of the last update, ``state.restarts`` the number of restarts).
       ``update`` needs ``value=loss``.
 
-    Parity: no PyTorch or optax counterpart (it is document 001's rule); tested
+    Parity: no PyTorch or optax counterpart (it is the rule of docs/equations.md, eq. (6)); tested
     against a NumPy version of the rule above on scripted losses.
 
     Example: ``chain(sgd(1.0), restart_on_loss(cosine_decay_schedule(0.1, 500), patience=50))``

@@ -143,6 +143,21 @@ def protect(
       role in robust estimation, 1974 (the median absolute deviation);
       Wortsman et al., Small-scale proxies for large-scale Transformer training
       instabilities, 2023, https://arxiv.org/abs/2309.14322 (learning-rate sensitivity).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.protect(gf.sgd(0.1))
+      >>> params = jnp.array([1.0])
+      >>> state = tx.init(params)
+      >>> for loss in [2.0, float("nan"), 1.9]:
+      ...     updates, state = tx.update(jnp.array([1.0]), state, params, value=loss)
+      ...     print(round(float(updates[0]), 4))
+      -0.1
+      0.0
+      -0.1
+      >>> int(gf.stats(state)["protect/num_not_finite"])
+      1
     """
     fn = "protect"
     if spike_rule not in _RULES:

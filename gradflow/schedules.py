@@ -185,7 +185,7 @@ def _nonneg(x: jnp.ndarray) -> jnp.ndarray:
 
 
 def constant_schedule(value: float) -> Schedule:
-    """α_t = α for every t (documents 001 §3.2(1), 003 §2.3(1): a fixed learning rate).
+    """α_t = α for every t (docs/equations.md, eq. (3): a fixed learning rate).
 
     Args:
       value: α ≥ 0.
@@ -195,6 +195,12 @@ def constant_schedule(value: float) -> Schedule:
 
     Parity: ``optax.constant_schedule(value)``; ``torch.optim.lr_scheduler.ConstantLR``
     with ``factor=1``.
+
+    Examples:
+      >>> import gradflow as gf
+      >>> schedule = gf.constant_schedule(0.1)
+      >>> [round(float(schedule(t)), 4) for t in (0, 1000)]
+      [0.1, 0.1]
     """
     v = _value("constant_schedule", "value", value)
 
@@ -219,8 +225,8 @@ def polynomial_schedule(
 
     so α_t = α₀ for t ≤ B and α_t = α_T for t ≥ B + T.
 
-    Documents 000 §3.1.1 and 001 §3.2(2) call α(1 − t/T)^β "exponential decay"
-    (指数衰减); it is this polynomial decay with ``end_value=0``, ``power=β``.
+    docs/equations.md, eq. (1): two of the source articles call α(1 − t/T)^β
+    "exponential decay"; it is this polynomial decay with ``end_value=0``, ``power=β``.
     True exponential decay is :func:`exponential_decay`.
 
     Args:
@@ -241,6 +247,12 @@ def polynomial_schedule(
       ValueError: ``power <= 0``, ``transition_steps <= 0``, ``transition_begin < 0``,
         or a negative value. (optax turns ``transition_steps <= 0`` into a constant
         schedule silently.)
+
+    Examples:
+      >>> import gradflow as gf
+      >>> schedule = gf.polynomial_schedule(0.1, 0.0, 2.0, 100)   # 0.1·(1 − t/100)²
+      >>> [round(float(schedule(t)), 4) for t in (0, 50, 100, 200)]
+      [0.1, 0.025, 0.0, 0.0]
     """
     fn = "polynomial_schedule"
     i0 = _value(fn, "init_value", init_value)
@@ -263,7 +275,7 @@ def linear_schedule(
 
         α_t = α₀ + (α_T − α₀)·τ/T,   τ = clip(t − B, 0, T).
 
-    Document 000 §3.1.2's linear decay α(1 − t/T) is ``linear_schedule(α, 0.0, T)``.
+    The linear decay α(1 − t/T) of docs/equations.md, eq. (2), is ``linear_schedule(α, 0.0, T)``.
 
     Args:
       init_value: α₀ ≥ 0.
@@ -277,6 +289,12 @@ def linear_schedule(
     Parity: ``optax.linear_schedule`` (same arguments);
     ``torch.optim.lr_scheduler.LinearLR(start_factor=s, end_factor=e, total_iters=T)``
     is ``linear_schedule(s·lr, e·lr, T)``.
+
+    Examples:
+      >>> import gradflow as gf
+      >>> schedule = gf.linear_schedule(0.1, 0.0, 100)
+      >>> [round(float(schedule(t)), 4) for t in (0, 25, 100, 200)]
+      [0.1, 0.075, 0.0, 0.0]
     """
     fn = "linear_schedule"
     i0 = _value(fn, "init_value", init_value)
@@ -320,6 +338,15 @@ def exponential_decay(
     ``StepLR(step_size, gamma)`` is ``exponential_decay(lr, step_size, gamma, staircase=True)``.
     Keras ``ExponentialDecay(lr, decay_steps, decay_rate, staircase)`` is the same as
     ``exponential_decay(lr, decay_steps, decay_rate, staircase=staircase)``.
+
+    Examples:
+      >>> import gradflow as gf
+      >>> schedule = gf.exponential_decay(0.1, 100, 0.5)   # 0.1·0.5^(t/100)
+      >>> [round(float(schedule(t)), 4) for t in (0, 50, 100, 200)]
+      [0.1, 0.0707, 0.05, 0.025]
+      >>> stairs = gf.exponential_decay(0.1, 100, 0.5, staircase=True)   # 0.1·0.5^⌊t/100⌋
+      >>> [round(float(stairs(t)), 4) for t in (0, 50, 100, 250)]
+      [0.1, 0.1, 0.05, 0.025]
     """
     fn = "exponential_decay"
     i0 = _value(fn, "init_value", init_value)
@@ -351,11 +378,11 @@ def exponential_decay(
 
 
 def warmup_constant_schedule(init_value: float, peak_value: float, warmup_steps: int) -> Schedule:
-    """Linear warmup from ``init_value`` to ``peak_value``, then hold (document 003 §2.3(3)).
+    """Linear warmup from ``init_value`` to ``peak_value``, then hold (docs/equations.md, eq. (5)).
 
         α_t = α₀ + (α_peak − α₀)·min(t, W)/W;   α_t = α_peak for t ≥ W.
 
-    Document 003's "阶梯式" schedule: start low, rise to the best value, then hold.
+    The "stepped" schedule of docs/equations.md, eq. (5): start low, rise to the best value, then hold.
 
     Args:
       init_value: α₀ ≥ 0.
@@ -367,6 +394,12 @@ def warmup_constant_schedule(init_value: float, peak_value: float, warmup_steps:
 
     Parity: ``optax.warmup_constant_schedule`` for W > 0. With W = 0 optax holds
     ``init_value`` forever; gradflow gives ``peak_value`` (a warmup of no steps).
+
+    Examples:
+      >>> import gradflow as gf
+      >>> schedule = gf.warmup_constant_schedule(0.0, 0.1, 10)
+      >>> [round(float(schedule(t)), 4) for t in (0, 5, 10, 1000)]
+      [0.0, 0.05, 0.1, 0.1]
     """
     fn = "warmup_constant_schedule"
     i0 = _value(fn, "init_value", init_value)
@@ -402,6 +435,12 @@ def piecewise_constant_schedule(init_value: float, boundaries_and_scales: Any = 
 
     Raises:
       ValueError: a negative scale or boundary, or pairs out of order.
+
+    Examples:
+      >>> import gradflow as gf
+      >>> schedule = gf.piecewise_constant_schedule(0.1, {100: 0.1, 200: 0.5})
+      >>> [round(float(schedule(t)), 4) for t in (0, 99, 100, 200)]
+      [0.1, 0.1, 0.01, 0.005]
     """
     fn = "piecewise_constant_schedule"
     i0 = _value(fn, "init_value", init_value)
@@ -518,6 +557,12 @@ def cosine_decay_schedule(
     References:
       Loshchilov & Hutter, SGDR: Stochastic Gradient Descent with Warm Restarts, 2017.
       https://arxiv.org/abs/1608.03983
+
+    Examples:
+      >>> import gradflow as gf
+      >>> schedule = gf.cosine_decay_schedule(0.1, 100)   # 0.1·½(1 + cos(π·t/100))
+      >>> [round(float(schedule(t)), 4) for t in (0, 50, 100, 200)]
+      [0.1, 0.05, 0.0, 0.0]
     """
     fn = "cosine_decay_schedule"
     i0 = _value(fn, "init_value", init_value)
@@ -566,6 +611,12 @@ def warmup_cosine_decay_schedule(
 
     Raises:
       ValueError: ``warmup_steps > decay_steps``, ``decay_steps <= 0``, a negative value.
+
+    Examples:
+      >>> import gradflow as gf
+      >>> schedule = gf.warmup_cosine_decay_schedule(0.0, 0.1, 10, 110, end_value=0.001)
+      >>> [round(float(schedule(t)), 4) for t in (0, 5, 10, 60, 110, 500)]   # halfway: (0.1 + 0.001)/2
+      [0.0, 0.05, 0.1, 0.0505, 0.001, 0.001]
     """
     fn = "warmup_cosine_decay_schedule"
     i0 = _value(fn, "init_value", init_value)
@@ -644,6 +695,12 @@ def join_schedules(schedules: Sequence[Schedule], boundaries: Sequence[int]) -> 
 
     Parity: ``optax.join_schedules`` (same arguments);
     ``torch.optim.lr_scheduler.SequentialLR(schedulers, milestones)``.
+
+    Examples:
+      >>> import gradflow as gf
+      >>> schedule = gf.join_schedules([gf.constant_schedule(0.1), gf.linear_schedule(0.1, 0.0, 10)], [50])
+      >>> [round(float(schedule(t)), 4) for t in (0, 49, 50, 55, 60)]   # the second starts at its step 0
+      [0.1, 0.1, 0.1, 0.05, 0.0]
     """
     fn = "join_schedules"
     schedules = list(schedules)
@@ -708,6 +765,12 @@ def warm_restarts_schedule(
     References:
       Loshchilov & Hutter, SGDR: Stochastic Gradient Descent with Warm Restarts, 2017.
       https://arxiv.org/abs/1608.03983
+
+    Examples:
+      >>> import gradflow as gf
+      >>> schedule = gf.warm_restarts_schedule(0.1, 10)   # restarts at the peak every 10 steps
+      >>> [round(float(schedule(t)), 4) for t in (0, 5, 9, 10, 15)]
+      [0.1, 0.05, 0.0024, 0.1, 0.05]
     """
     fn = "warm_restarts_schedule"
     i0 = _value(fn, "init_value", init_value)
@@ -957,6 +1020,12 @@ def wsd_schedule(
       Hägele et al., Scaling Laws and Compute-Optimal Training Beyond Fixed Training
       Durations, 2024. https://arxiv.org/abs/2405.18392
       Hu et al., MiniCPM, 2024. https://arxiv.org/abs/2404.06395
+
+    Examples:
+      >>> import gradflow as gf
+      >>> schedule = gf.wsd_schedule(0.1, 10, 80, 10)   # warm up 10, hold 80, cool down 10
+      >>> [round(float(schedule(t)), 4) for t in (0, 5, 10, 89, 95, 100)]
+      [0.0, 0.05, 0.1, 0.1, 0.05, 0.0]
     """
     fn = "wsd_schedule"
     pk = _value(fn, "peak_value", peak_value)
@@ -1012,6 +1081,12 @@ def inverse_sqrt_schedule(
 
     References:
       Vaswani et al., Attention Is All You Need, 2017. https://arxiv.org/abs/1706.03762
+
+    Examples:
+      >>> import gradflow as gf
+      >>> schedule = gf.inverse_sqrt_schedule(0.1, warmup_steps=100)   # 0.1·√(100/t) after the warm-up
+      >>> [round(float(schedule(t)), 4) for t in (0, 50, 100, 400)]
+      [0.0, 0.05, 0.1, 0.05]
     """
     fn = "inverse_sqrt_schedule"
     pk = _value(fn, "peak_value", peak_value)

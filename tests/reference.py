@@ -1,4 +1,4 @@
-"""NumPy references written from the formulas in EQUATIONS.md (never from gradflow's code).
+"""NumPy references written from the formulas in docs/equations.md (never from gradflow's code).
 
 Each reference takes a list of gradient trees (dicts of NumPy arrays) and the
 initial parameters, and returns the list of parameter trees after every step.
@@ -46,7 +46,7 @@ def sgd(params: dict, grads: list[dict], lr: float, momentum: float = 0.0, dampe
 
 
 # ---------------------------------------------------------------------------------------------
-# Adaptive optimizers. Each follows the formula in EQUATIONS.md (or the cited paper) literally,
+# Adaptive optimizers. Each follows the formula in docs/equations.md (or the cited paper) literally,
 # one leaf at a time, in float64. ``lr`` (and ``weight_decay`` where it appears) may be a number
 # or a function of t, the number of updates done before the current one (0 first).
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """The adaptive optimizers against the documents' equations (tests/reference.py), and their contracts.
 
-Every optimizer row of EQUATIONS.md is run for 200 steps on a multi-leaf tree with
+Every optimizer row of docs/equations.md is run for 200 steps on a multi-leaf tree with
 occasional 50x gradient spikes, under jit, and compared with the NumPy reference
 written from the formula: float64 to 1e-12 relative, float32 to 1e-5.
 """
