@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
-from gradflow import hparams
+from gradflow import hparams, relative_update
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation, _extra_args_filter
 from gradflow.clipping import stat_dtype, times_factor
@@ -40,6 +40,7 @@ class ProtectState(NamedTuple):
     num_recorded: jnp.ndarray  # int32 scalar: accepted steps recorded in the windows (saturates)
     loss_history: jnp.ndarray  # (window,) float: ring buffer of the last accepted losses
     grad_norm_history: jnp.ndarray  # (window,) float: ring buffer of the last accepted gradient norms
+    update_clip: Any  # ClipRelativeUpdateState: the relative update clip's diagnostics (unchanged when it is off)
 
 
 def _median(values: jnp.ndarray, n: jnp.ndarray) -> jnp.ndarray:
@@ -79,6 +80,8 @@ def protect(
     min_samples: int = 4,
     max_consecutive_skips: int | None = 16,
     clip_to_history: float | None = None,
+    max_update_ratio: float | None = 0.1,
+    min_weight_rms: float = 0.01,
     axis_name: Any = None,
 ) -> GradientTransformation:
     """Wrap any optimizer (gradflow's or optax's) in the defences that the stability benchmark supports.
@@ -172,6 +175,8 @@ def protect(
     _check_window(fn, window, min_samples, max_consecutive_skips)
     if clip_to_history is not None:
         hparams.check_positive(fn, "clip_to_history", clip_to_history)
+    if max_update_ratio is not None:
+        relative_update.check_args(fn, "max_update_ratio", max_update_ratio, min_weight_rms)
     for name, flag in (
         ("skip_not_finite", skip_not_finite),
         ("watch_loss", watch_loss),
@@ -205,6 +210,7 @@ def protect(
             num_recorded=tree_lib.zero_count(),
             loss_history=jnp.zeros((size,), dt),
             grad_norm_history=jnp.zeros((size,), dt),
+            update_clip=relative_update.init_state(params),
         )
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
@@ -212,6 +218,11 @@ def protect(
             raise TypeError(
                 "protect: watch_loss=True needs the loss at every step: call "
                 "update(grads, state, params, value=loss), or build protect(..., watch_loss=False)"
+            )
+        if max_update_ratio is not None and params is None:
+            raise ValueError(
+                "protect: max_update_ratio bounds each step relative to its weights, so update needs "
+                "params: call update(grads, state, params, ...), or build protect(..., max_update_ratio=None)"
             )
         dt = state.grad_norm.dtype
         inc = tree_lib.safe_increment
@@ -251,6 +262,11 @@ def protect(
         if value is not None:
             extra["value"] = value
         new_updates, new_inner = inner.update(grads, state.inner_state, params, **keep(extra))
+        new_clip = state.update_clip
+        if max_update_ratio is not None:
+            new_updates, new_clip = relative_update.relative_clip(
+                fn, new_updates, params, state.update_clip, max_update_ratio, min_weight_rms, axis_name
+            )
 
         record = accept & finite
         pos = state.num_recorded % size
@@ -279,6 +295,7 @@ def protect(
             num_recorded=count_if(record, state.num_recorded),
             loss_history=loss_history,
             grad_norm_history=norm_history,
+            update_clip=_select(accept, new_clip, state.update_clip),
         )
 
     return GradientTransformation(init_fn, update_fn)
