@@ -95,15 +95,19 @@ def protect(
       "either":    skip when spike_ℓ or spike_‖g‖ (OLMo's skip-step rule);
       "both":      skip when spike_ℓ and spike_‖g‖;
       clip:        with c = ``clip_to_history``, g_t ← g_t·min(1, c·m_‖g‖/‖g_t‖);
-      otherwise    (u_t, s_t) = inner(g_t, s_{t−1}), and ℓ_t, ‖g_t‖ join the windows.
+      otherwise    (u_t, s_t) = inner(g_t, s_{t−1}), and ℓ_t, ‖g_t‖ join the windows;
+      update clip: with ρ = ``max_update_ratio`` and s = ``min_weight_rms``, each
+                   tensor's step u_i ← u_i·min(1, ρ·max(RMS(w_i), s)/RMS(u_i))
+                   (:func:`gradflow.clip_relative_update`).
 
     A skipped step returns zero updates and the inner state exactly as it was
     (counters, schedules, moments: bit for bit); its values do not enter the
     windows, so a spike cannot widen the band for the next one. After
     ``max_consecutive_skips`` spike-skips in a row the next finite step is let
     through and recorded, so a lasting change of scale is learned instead of
-    freezing training (non-finite steps are always skipped). When nothing fires,
-    the updates are ``inner``'s, bit for bit.
+    freezing training (non-finite steps are always skipped). When nothing fires
+    (no skip, and no tensor's step above ρ·max(RMS(w), s)), the updates are
+    ``inner``'s, bit for bit.
 
     Why these statistics: the median and MAD are judged from four values on, so
     a corrupted batch at step 5 is caught (a rolling mean ± 6σ needs OLMo's 64
@@ -129,6 +133,19 @@ def protect(
     Clipping against the history is off by default: it needs history, so it
     cannot act on the first steps, where a fixed clip does.
 
+    The relative update clip (ρ = 0.1, s = 0.01) is on by default: a tensor moves
+    by at most a tenth of its RMS per step, which an adaptive optimizer's step
+    (about the learning rate per element) exceeds only past the rates that train
+    well. In the benchmark's transformer sweep over peak rates 10⁻³…1 it takes the
+    LR sensitivity from 0.242 to 0.131 (0.54×): at rate 1 the final loss is 2.794
+    against 3.214, at 0.1 2.687 against 3.035, the best rate (0.01) improves from
+    2.776 to 2.720, and no rate ends worse; the 16-layer MLP 0.231 against 0.303,
+    the RNN 2.308 against 2.308, the corrupted targets and float16 as above (0.662,
+    0.201). ρ = 0.03 did better at large rates but was 0.5% worse at 10⁻³ and 0.6%
+    on the RNN; ρ = 0.05 was 0.4% worse on the RNN; ρ = 0.3 never acted. It
+    slows tensors that start at zero (biases) to ρ·s = 10⁻³ per element per step
+    until they reach RMS s; ``max_update_ratio=None`` switches it off.
+
     Args:
       inner: the optimizer to protect (a whole chain, gradflow's or optax's).
       skip_not_finite: skip steps whose gradient (or loss) is NaN or ±inf.
@@ -143,6 +160,9 @@ def protect(
       max_consecutive_skips: spike-skips in a row before a step is let through (≥ 0), or None.
       clip_to_history: c > 0 to clip ‖g‖ to c times the median of recent accepted
         gradient norms (once ``min_samples`` are recorded), or None for no clipping.
+      max_update_ratio: ρ > 0, the largest step of a tensor relative to its RMS, or
+        None for no update clip (``update`` then needs no ``params``).
+      min_weight_rms: s ≥ 0, the RMS assumed for tensors smaller than it.
       axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
         leaf is split over; norms and finiteness are reduced across it. Leave ``None``
         under ``jax.jit``.
@@ -154,9 +174,11 @@ def protect(
     Raises:
       ValueError: for a bad argument (naming it and its value).
       TypeError: at the first ``update`` when the loss is watched and no ``value=`` is given.
+      ValueError: at the first ``update`` without ``params`` while the update clip is on.
 
     Parity: with every part switched off (``skip_not_finite=False, watch_loss=False,
-    watch_grad_norm=False``) the updates and inner state are ``inner``'s exactly.
+    watch_grad_norm=False, max_update_ratio=None``) the updates and inner state are
+    ``inner``'s exactly.
     ``spike_rule="either"`` with a mean ± k·σ band over 128 values instead of the
     median/MAD is OLMo-core's ``SkipStepOptimizer``.
 
@@ -165,7 +187,10 @@ def protect(
       steps whose loss or gradient norm spikes); Hampel, The influence curve and its
       role in robust estimation, 1974 (the median absolute deviation);
       Wortsman et al., Small-scale proxies for large-scale Transformer training
-      instabilities, 2023, https://arxiv.org/abs/2309.14322 (learning-rate sensitivity).
+      instabilities, 2023, https://arxiv.org/abs/2309.14322 (learning-rate sensitivity);
+      Tang et al., Improving Training Stability for Multitask Ranking Models in
+      Recommender Systems, 2023, https://arxiv.org/abs/2302.09178 (bounding the update
+      relative to the weights).
     """
     fn = "protect"
     if spike_rule not in _RULES:
