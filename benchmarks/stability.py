@@ -7,14 +7,13 @@ scikit-learn (nothing is downloaded), three seeds each, under each recipe:
              std = optax.chain(optax.clip_by_global_norm(1.0),
                                optax.adamw(sched, b1=0.9, b2, eps=1e-8, weight_decay=wd)),
              sched = optax.warmup_cosine_decay_schedule(0, 1, warmup, steps, 0.1) × peak;
-  protect    gf.protect(std) (protect around the same AdamW, schedule and clip) and
-             gf.protect(optax.adamw(sched, ...)) (protect instead of the clip);
-  candidate  protect's first defaults, measured against the ones it has now: either
-             statistic may trigger a skip (OLMo's rule) with a margin of 1 (2× the median);
+  protect    gf.protect(std): protect around the same AdamW, schedule and clip, with its defaults;
+  ablation   gf.protect(std, max_update_ratio=None): protect's skipping alone, without its
+             relative update clip, to show what each part does;
   blocks     gradflow's newer building blocks with the same schedule, peak rate, β's and
              weight decay: stable_adamw (its update clipping replaces the gradient clip),
-             std followed by clip_update_norm, adam_atan2, spam, and dynamic_loss_scale(std)
-             in the float16 scenario (each when the installed gradflow has it);
+             std followed by clip_update_norm, std followed by clip_relative_update, spam,
+             adam_atan2, and dynamic_loss_scale(std) in the float16 scenario;
   oracle     the standard recipe that skips exactly the batches known to be corrupted
              (only where that is known).
 
@@ -384,33 +383,34 @@ def recipes_for(scenario: Scenario, candidates: bool, blocks: bool) -> list[Reci
     out = [
         Recipe("standard (optax)", standard, std),
         Recipe("protect(standard)", _protect(), f"gf.protect({std})"),
-        Recipe("protect(adamw)", lambda s, b2, wd: gf.protect(_adamw(s, b2, wd)), "gf.protect(optax.adamw(sched))"),
     ]
     if candidates:
+        out.append(Recipe("protect(standard, max_update_ratio=None)", _protect(max_update_ratio=None),
+                          f"gf.protect({std}, max_update_ratio=None) (skipping only: without the relative update clip)"))
+    if blocks:
         out += [
-            Recipe('protect(standard, spike_rule="either", margin=1)', _protect(spike_rule="either", margin=1.0),
-                   f'gf.protect({std}, spike_rule="either", margin=1.0)'),
+            Recipe(
+                "stable_adamw",
+                lambda s, b2, wd: gf.stable_adamw(s, b1=0.9, b2=b2, eps=1e-8, weight_decay=wd),
+                "gf.stable_adamw(sched, b1, b2, eps=1e-8, weight_decay) (its update clipping replaces the gradient clip)",
+            ),
+            Recipe(
+                "standard + clip_update_norm",
+                lambda s, b2, wd: optax.chain(standard(s, b2, wd), gf.clip_update_norm()),
+                f"optax.chain({std}, gf.clip_update_norm())",
+            ),
+            Recipe(
+                "standard + clip_relative_update",
+                lambda s, b2, wd: optax.chain(standard(s, b2, wd), gf.clip_relative_update()),
+                f"optax.chain({std}, gf.clip_relative_update())",
+            ),
+            Recipe("spam", lambda s, b2, wd: gf.spam(s, b2=b2, weight_decay=wd), "gf.spam(sched)"),
+            Recipe(
+                "adam_atan2",
+                lambda s, b2, wd: gf.adam_atan2(s, b1=0.9, b2=b2, weight_decay=wd),
+                "gf.adam_atan2(sched, b1, b2, weight_decay) (bounded steps; no gradient clip)",
+            ),
         ]
-    if blocks:
-        out.append(Recipe(
-            "stable_adamw",
-            lambda s, b2, wd: gf.stable_adamw(s, b1=0.9, b2=b2, eps=1e-8, weight_decay=wd),
-            "gf.stable_adamw(sched, b1, b2, eps=1e-8, weight_decay) (its update clipping replaces the gradient clip)",
-        ))
-    if blocks:
-        out.append(Recipe(
-            "standard + clip_update_norm",
-            lambda s, b2, wd: optax.chain(standard(s, b2, wd), gf.clip_update_norm()),
-            f"optax.chain({std}, gf.clip_update_norm())",
-        ))
-    if blocks:
-        out.append(Recipe("spam", lambda s, b2, wd: gf.spam(s, b2=b2, weight_decay=wd), "gf.spam(sched)"))
-    if blocks:
-        out.append(Recipe(
-            "adam_atan2",
-            lambda s, b2, wd: gf.adam_atan2(s, b1=0.9, b2=b2, weight_decay=wd),
-            "gf.adam_atan2(sched, b1, b2, weight_decay) (bounded steps; no gradient clip)",
-        ))
     if scenario.half_precision:
         out.append(Recipe(
             "dynamic_loss_scale(standard)",
@@ -643,7 +643,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "stability"),
                         help="output prefix: writes <out>.md and <out>.json")
     parser.add_argument("--png", default=None, help="loss-curve figure (default docs/stability.png)")
-    parser.add_argument("--no-candidates", action="store_true", help="skip protect's variants (--quick skips them)")
+    parser.add_argument("--no-candidates", action="store_true", help="skip the ablation of protect (--quick skips it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="combine the .json outputs of earlier runs into one table and figure (no training)")

@@ -65,6 +65,8 @@ from gradflow.plateau import RestartOnLossState
 from gradflow.plateau import reduce_on_plateau
 from gradflow.plateau import restart_on_loss
 from gradflow.protect import ProtectState
+from gradflow.relative_update import ClipRelativeUpdateState
+from gradflow.relative_update import clip_relative_update
 from gradflow.protect import protect
 from gradflow.scaling import AddDecayedWeightsState
 from gradflow.scaling import ScaleByScheduleState
@@ -130,10 +132,12 @@ __all__ = [
     "clip_by_block_rms",
     "clip_by_global_norm",
     "clip_by_norm",
+    "clip_relative_update",
     "clip_update_norm",
     "ClipByBlockRmsState",
     "ClipByGlobalNormState",
     "ClipByNormState",
+    "ClipRelativeUpdateState",
     "ClipState",
     "ClipUpdateNormState",
     "constant_schedule",

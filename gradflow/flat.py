@@ -39,9 +39,10 @@ class FlattenSmallState(NamedTuple):
 
 def _per_leaf_state_types() -> tuple:
     """State types of transforms whose math is per leaf (per-leaf norms, trust ratios)."""
-    from gradflow import adaptive, clipping
+    from gradflow import adaptive, clipping, relative_update
 
     return (
+        relative_update.ClipRelativeUpdateState,
         clipping.ClipByNormState,
         clipping.ClipByBlockRmsState,
         clipping.AdaptiveGradClipState,

@@ -44,7 +44,8 @@ def healthy_losses(steps):
 
 @pytest.mark.parametrize("name", sorted(INNERS))
 def test_updates_equal_inner_bitwise_when_nothing_fires(name):
-    inner, guarded = INNERS[name](), gf.protect(INNERS[name]())
+    # The relative update clip is off here (its own tests are below): this is the skipping logic.
+    inner, guarded = INNERS[name](), gf.protect(INNERS[name](), max_update_ratio=None)
     params = jax.tree.map(jnp.asarray, PARAMS)
     s_in, s_pr = inner.init(params), guarded.init(params)
     # Op by op (no jit): each program runs the same primitives in the same order, so
@@ -62,6 +63,43 @@ def test_updates_equal_inner_bitwise_when_nothing_fires(name):
         assert_bitwise_equal(s_pr.inner_state, s_in)
         params = gf.apply_updates(params, u_in)
     assert int(s_pr.num_skipped) == 0 and int(s_pr.count) == 120
+
+
+def test_default_update_clip_leaves_steps_below_its_bound_bit_identical():
+    # AdamW at 0.01 on weights of RMS ~0.5-1 steps by ~1% of them: under the default ρ = 0.1.
+    params = {"w": jnp.asarray(PARAMS["w"]), "b": jnp.full(3, 0.5, jnp.float32)}
+    inner, guarded = INNERS["optax standard recipe"](), gf.protect(INNERS["optax standard recipe"]())
+    s_in, s_pr = inner.init(params), guarded.init(params)
+    rng = np.random.default_rng(4)
+    losses = healthy_losses(100)
+    for t in range(100):
+        g = grads_at(rng)
+        u_in, s_in = inner.update(g, s_in, params)
+        u_pr, s_pr = guarded.update(g, s_pr, params, value=losses[t])
+        assert_bitwise_equal(u_pr, u_in)
+        params = gf.apply_updates(params, u_in)
+    assert int(s_pr.update_clip.num_clipped) == 0 and 0 < float(s_pr.update_clip.max_ratio) < 0.1
+
+
+def test_update_clip_bounds_each_tensor_relative_to_its_weights():
+    params = {"w": jnp.asarray(PARAMS["w"]), "b": jnp.zeros(3, jnp.float32), "c": jnp.full(2, 100.0, jnp.float32)}
+    tx = gf.protect(gf.sgd(1.0), watch_loss=False, watch_grad_norm=False, max_update_ratio=0.2, min_weight_rms=0.05)
+    g = {"w": jnp.full((4, 3), 3.0), "b": jnp.asarray([1.0, -2.0, 2.0]), "c": jnp.asarray([0.5, -0.5])}
+    u, state = tx.update(g, tx.init(params), params)
+    rms = lambda x: float(np.sqrt(np.mean(np.square(np.asarray(x, np.float64)))))  # noqa: E731
+    np.testing.assert_allclose(rms(u["w"]), 0.2 * rms(params["w"]), rtol=1e-6)  # cut to ρ·RMS(w)
+    np.testing.assert_allclose(rms(u["b"]), 0.2 * 0.05, rtol=1e-6)  # zero weights: cut to ρ·s
+    np.testing.assert_allclose(np.asarray(u["b"]) / rms(u["b"]), -np.asarray(g["b"]) / rms(g["b"]), rtol=1e-6)
+    assert_bitwise_equal(u["c"], -g["c"])  # 0.5 ≤ 0.2·100: untouched
+    assert int(state.update_clip.num_leaves_clipped) == 2 and int(state.update_clip.num_clipped) == 1
+
+
+def test_update_clip_needs_params():
+    tx = gf.protect(gf.adam(0.01), watch_loss=False)
+    with pytest.raises(ValueError, match="max_update_ratio=None"):
+        tx.update({"w": jnp.ones(3)}, tx.init({"w": jnp.ones(3)}))
+    off = gf.protect(gf.adam(0.01), watch_loss=False, max_update_ratio=None)
+    off.update({"w": jnp.ones(3)}, off.init({"w": jnp.ones(3)}))
 
 
 BAD = {
@@ -168,7 +206,7 @@ def test_max_consecutive_skips_lets_a_lasting_change_through():
 
 
 def test_clip_to_history_cuts_the_norm_to_the_bound():
-    tx = gf.protect(gf.sgd(1.0), clip_to_history=2.0, watch_loss=False, watch_grad_norm=False)
+    tx = gf.protect(gf.sgd(1.0), clip_to_history=2.0, watch_loss=False, watch_grad_norm=False, max_update_ratio=None)
     params = jax.tree.map(jnp.asarray, PARAMS)
     state = tx.init(params)
     rng = np.random.default_rng(8)
@@ -323,7 +361,7 @@ def test_state_structure_does_not_depend_on_hyperparameters():
     params = jax.tree.map(jnp.asarray, PARAMS)
     a = gf.protect(gf.adam(0.01)).init(params)
     b = gf.protect(gf.adam(0.01), watch_loss=False, watch_grad_norm=False, clip_to_history=2.0,
-                   skip_not_finite=False, spike_rule="both").init(params)
+                   skip_not_finite=False, spike_rule="both", max_update_ratio=None).init(params)
     assert jax.tree.structure(a) == jax.tree.structure(b)
     assert [x.shape for x in jax.tree.leaves(a)] == [x.shape for x in jax.tree.leaves(b)]
 
@@ -340,3 +378,17 @@ def test_bfloat16_updates_keep_their_dtype():
     tx = gf.protect(gf.adam(0.01))
     u, state = tx.update({"w": jnp.ones(3, jnp.bfloat16)}, tx.init(params), params, value=jnp.float32(1.0))
     assert u["w"].dtype == jnp.bfloat16 and state.grad_norm.dtype == jnp.float32
+
+
+def test_windows_keep_cycling_past_int32_max():
+    # A saturating counter would write one slot of the windows for ever after 2³¹−1 accepted steps.
+    tx = gf.protect(gf.sgd(0.1), window=4, min_samples=2, threshold=1e6, max_update_ratio=None)
+    params = {"w": jnp.zeros(2)}
+    state = tx.init(params)
+    state = state._replace(num_recorded=jnp.asarray(2**31 - 3, jnp.int32), loss_history=jnp.arange(1.0, 5.0))
+    step = jax.jit(tx.update)
+    for v in [10.0, 11.0, 12.0, 13.0, 14.0, 15.0]:
+        _, state = step({"w": jnp.ones(2)}, state, params, value=jnp.float32(v))
+        assert not bool(state.skipped)
+    assert sorted(np.asarray(state.loss_history).tolist()) == [12.0, 13.0, 14.0, 15.0]
+    assert int(state.num_recorded) >= 4

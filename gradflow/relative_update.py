@@ -1,0 +1,148 @@
+"""Relative update clipping: bound each tensor's step by a fraction of the tensor's own size."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gradflow import hparams
+from gradflow import tree as tree_lib
+from gradflow.base import GradientTransformation
+
+
+class ClipRelativeUpdateState(NamedTuple):
+    """State of :func:`clip_relative_update` (diagnostics only)."""
+    stats_name = "clip_relative_update"
+
+    count: jnp.ndarray  # int32 scalar: updates seen
+    max_ratio: jnp.ndarray  # float scalar: max over leaves of RMS(u)/max(RMS(w), s) in the last update, before clipping
+    clipped: jnp.ndarray  # bool scalar: whether a leaf of the last update was scaled down
+    num_clipped: jnp.ndarray  # int32 scalar: updates with a scaled-down leaf so far
+    num_leaves_clipped: jnp.ndarray  # int32 scalar: leaves scaled down in the last update
+
+
+def init_state(params: Any) -> ClipRelativeUpdateState:
+    """A fresh :class:`ClipRelativeUpdateState` for ``params`` (arrays or ``ShapeDtypeStruct``)."""
+    dt = tree_lib.stat_dtype(params)
+    return ClipRelativeUpdateState(
+        count=tree_lib.zero_count(),
+        max_ratio=jnp.zeros((), dt),
+        clipped=jnp.zeros((), jnp.bool_),
+        num_clipped=tree_lib.zero_count(),
+        num_leaves_clipped=tree_lib.zero_count(),
+    )
+
+
+def _sizes(leaves: list, axis_name: Any) -> list:
+    """Each leaf's number of elements (summed over the ``shard_map`` axes ``axis_name``)."""
+    sizes = [jnp.asarray(x.size, jnp.float32) for x in leaves]
+    return sizes if axis_name is None else [jax.lax.psum(n, axis_name) for n in sizes]
+
+
+def relative_clip(
+    fn: str, updates: Any, params: Any, state: ClipRelativeUpdateState, max_ratio: float,
+    min_weight_rms: float, axis_name: Any,
+) -> tuple[Any, ClipRelativeUpdateState]:
+    """The rule of :func:`clip_relative_update`, for it and for :func:`gradflow.protect`."""
+    if params is None:
+        raise ValueError(f"{fn}: update needs params (pass params=...) to bound each step relative to its weights")
+    tree_lib.check_same_shapes(fn, updates, params)
+    dt = state.max_ratio.dtype
+    u_leaves, treedef = jax.tree.flatten(updates)
+    w_leaves = treedef.flatten_up_to(params)
+    u_sq = tree_lib.square_sums(u_leaves, axis_name)
+    w_sq = tree_lib.square_sums(w_leaves, axis_name)
+    rho, floor = hparams.as_scalar(max_ratio, dt), hparams.as_scalar(min_weight_rms, dt)
+    out, ratios, hits = [], [], []
+    for u, su, sw, n in zip(u_leaves, u_sq, w_sq, _sizes(u_leaves, axis_name)):
+        norm_u = jnp.sqrt(su.astype(dt))
+        scale = jnp.maximum(jnp.sqrt(sw.astype(dt)), floor * jnp.sqrt(n.astype(dt)))  # √n·max(RMS(w), s)
+        hit = norm_u > rho * scale
+        factor = jnp.where(hit, rho * scale / norm_u, jnp.ones_like(norm_u))
+        out.append((u * factor).astype(u.dtype))
+        ratios.append(norm_u / scale)
+        hits.append(hit)
+    if not out:
+        return updates, state._replace(count=tree_lib.safe_increment(state.count))
+    num_hit = jnp.sum(jnp.stack(hits).astype(jnp.int32), dtype=jnp.int32)
+    clipped = num_hit > 0
+    return jax.tree.unflatten(treedef, out), ClipRelativeUpdateState(
+        count=tree_lib.safe_increment(state.count),
+        max_ratio=jnp.max(jnp.stack(ratios)),
+        clipped=clipped,
+        num_clipped=jnp.where(clipped, tree_lib.safe_increment(state.num_clipped), state.num_clipped),
+        num_leaves_clipped=num_hit,
+    )
+
+
+def check_args(fn: str, ratio_name: str, max_ratio: float, min_weight_rms: float) -> None:
+    """Build-time checks: the ratio (called ``ratio_name`` in ``fn``) > 0, ``min_weight_rms`` ≥ 0."""
+    hparams.check_positive(fn, ratio_name, max_ratio)
+    hparams.check_non_negative(fn, "min_weight_rms", min_weight_rms)
+
+
+def clip_relative_update(
+    max_ratio: float = 0.1,
+    min_weight_rms: float = 0.01,
+    *,
+    axis_name: Any = None,
+) -> GradientTransformation:
+    """Scale each leaf's update down so that its RMS is at most ``max_ratio`` times its weights' RMS.
+
+    Placed *after* the optimizer (``chain(adamw(...), clip_relative_update())``), on
+    the final step u_i of each parameter tensor w_i (learning rate and weight decay
+    included), with RMS(x) = ‖x‖₂/√n over the tensor's n elements:
+
+      b_i = ρ·max(RMS(w_i), s);
+      u_i ← u_i·b_i/RMS(u_i)  where RMS(u_i) > b_i  (u_i unchanged, bit for bit, otherwise).
+
+    A tensor can then change by at most a fraction ρ of its size per step, whatever
+    the learning rate: an adaptive optimizer's step is about the learning rate per
+    element, so past the rate at which that exceeds ρ·RMS(w) the bound takes over,
+    and a too-large peak rate no longer blows the weights up. The floor s lets
+    tensors that start at zero (biases) grow by up to ρ·s per element per step.
+
+    Measured in ``benchmarks/stability.py`` after the standard recipe (three seeds;
+    see ``gradflow.protect``, which applies it by default): with ρ = 0.1, s = 0.01 the
+    transformer's final loss at peak rates 0.1 and 1 drops from 3.04 and 3.21 to
+    about 2.69 and 2.77, with its best rate (0.01) improved and no rate worse.
+
+    Args:
+      max_ratio: ρ > 0, the largest step per tensor relative to the tensor's RMS.
+      min_weight_rms: s ≥ 0, the weight RMS assumed for tensors smaller than it (zero-initialised ones).
+      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
+        leaf is split over; the sums of squares and sizes are ``psum``-ed across it.
+        Leave ``None`` under ``jax.jit``.
+
+    Returns:
+      A :class:`GradientTransformation` whose state is a :class:`ClipRelativeUpdateState`
+      (``max_ratio``, ``clipped``, ``num_clipped``, ``num_leaves_clipped`` appear in
+      :func:`gradflow.stats`). ``update`` needs ``params``.
+
+    Parity: no library ships this rule. It is the per-tensor RMS form of Clippy's bound
+    (Tang et al., whose bound is per element, |u_j| ≤ λ_rel·|w_j| + λ_abs, with the
+    tensor scaled by its smallest ratio) and the capped side of LAMB's trust ratio
+    (which also scales small steps up). Tested against a NumPy reference of the rule.
+
+    References:
+      Tang et al., Improving Training Stability for Multitask Ranking Models in
+      Recommender Systems, 2023, https://arxiv.org/abs/2302.09178 (Clippy);
+      You et al., Large Batch Optimization for Deep Learning: Training BERT in 76
+      minutes, 2019, https://arxiv.org/abs/1904.00962 (LAMB's per-layer trust ratio).
+    """
+    fn = "clip_relative_update"
+    check_args(fn, "max_ratio", max_ratio, min_weight_rms)
+
+    def init_fn(params):
+        tree_lib.check_float_leaves(fn, params)
+        return init_state(tree_lib.as_arrays(params))
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del extra_args
+        if state is None:
+            raise TypeError(f"{fn}: update got state=None; pass the state from init: state = tx.init(params)")
+        return relative_clip(fn, updates, params, state, max_ratio, min_weight_rms, axis_name)
+
+    return GradientTransformation(init_fn, update_fn)

@@ -1,0 +1,105 @@
+"""clip_relative_update: each tensor's step bounded by a fraction of the tensor's RMS."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import gradflow as gf
+from tests import reference, reference_spikes
+
+PARAMS = {"w": np.random.default_rng(0).standard_normal((6, 5)) * 0.05, "b": np.zeros(5), "s": np.ones(5)}
+
+
+def _grads(steps=150):
+    return reference.spiky_gradients(np.random.default_rng(1), {k: v.shape for k, v in PARAMS.items()}, steps)
+
+
+@pytest.mark.parametrize("lr, rho, floor", [(0.05, 0.1, 0.01), (0.003, 0.05, 0.02), (1.0, 0.2, 0.0)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_adam_then_clip_matches_reference_over_spiky_steps(lr, rho, floor, dtype, request):
+    if dtype == "float64":
+        request.getfixturevalue("x64")
+    dt = jnp.dtype(dtype)
+    grads = _grads()
+    want, cut = reference_spikes.adam_relative_clip(PARAMS, grads, lr, rho, floor)
+    tx = gf.chain(gf.adam(lr), gf.clip_relative_update(rho, floor))
+    traces = []
+
+    def step(p, s, g):
+        traces.append(1)
+        u, s = tx.update(g, s, p)
+        return gf.apply_updates(p, u), s
+
+    step = jax.jit(step)
+    p = {k: jnp.asarray(v, dt) for k, v in PARAMS.items()}
+    s = tx.init(p)
+    rtol = 2e-4 if dtype == "float32" else 1e-10
+    n_cut = 0
+    for t, g in enumerate(grads):
+        p, s = step(p, s, {k: jnp.asarray(v, dt) for k, v in g.items()})
+        clip_state = s[1]
+        assert int(clip_state.num_leaves_clipped) == len(cut[t]), t
+        n_cut += bool(cut[t])
+        for k in p:
+            scale = float(np.max(np.abs(want[t][k]))) + 1e-3  # float32 error grows with the leaf's magnitude
+            np.testing.assert_allclose(np.asarray(p[k], np.float64), want[t][k], rtol=rtol, atol=rtol * scale,
+                                       err_msg=f"step {t}, leaf {k}")
+    assert int(clip_state.num_clipped) == n_cut and 0 < n_cut < len(grads) or lr == 1.0
+    assert len(traces) == 1
+
+
+def test_a_step_below_the_bound_is_untouched_bit_for_bit():
+    params = {"w": jnp.full((3, 3), 2.0), "b": jnp.zeros(3)}
+    g = {"w": jnp.full((3, 3), 0.1), "b": jnp.asarray([1e-3, -1e-3, 5e-4])}  # ratios 0.05 and < ρ·s
+    u, state = gf.clip_relative_update(0.1, 0.01).update(g, gf.clip_relative_update().init(params), params)
+    for k in g:
+        assert np.asarray(u[k]).tobytes() == np.asarray(g[k]).tobytes()
+    assert not bool(state.clipped) and int(state.num_leaves_clipped) == 0
+    rms_b = float(np.sqrt(np.mean(np.square(np.asarray(g["b"], np.float64)))))
+    np.testing.assert_allclose(float(state.max_ratio), max(0.05, rms_b / 0.01), rtol=1e-6)
+
+
+def test_a_big_step_is_cut_to_the_bound_keeping_its_direction():
+    params = {"w": jnp.full((4,), 0.5), "b": jnp.zeros(2)}
+    g = {"w": jnp.asarray([3.0, -1.0, 2.0, 0.0]), "b": jnp.asarray([4.0, -3.0])}
+    tx = gf.clip_relative_update(0.1, 0.01)
+    u, state = tx.update(g, tx.init(params), params)
+    rms = lambda x: float(np.sqrt(np.mean(np.square(np.asarray(x, np.float64)))))  # noqa: E731
+    np.testing.assert_allclose(rms(u["w"]), 0.1 * 0.5, rtol=1e-6)
+    np.testing.assert_allclose(rms(u["b"]), 0.1 * 0.01, rtol=1e-6)
+    for k in g:
+        np.testing.assert_allclose(np.asarray(u[k]) / rms(u[k]), np.asarray(g[k]) / rms(g[k]), rtol=1e-6)
+    assert bool(state.clipped) and int(state.num_leaves_clipped) == 2 and int(state.num_clipped) == 1
+
+
+def test_bfloat16_updates_keep_their_dtype_and_stats_are_named():
+    params = {"w": jnp.ones(8, jnp.bfloat16)}
+    tx = optax.chain(optax.adam(1.0), gf.clip_relative_update())
+    u, state = tx.update({"w": jnp.ones(8, jnp.bfloat16)}, tx.init(params), params)
+    assert u["w"].dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(u["w"], np.float32), -0.1, rtol=1e-2)
+    names = gf.stats(state)
+    assert {"clip_relative_update/num_clipped", "clip_relative_update/max_ratio"} <= set(names)
+
+
+def test_needs_params_and_checks_its_arguments():
+    tx = gf.clip_relative_update()
+    with pytest.raises(ValueError, match=r"clip_relative_update: update needs params"):
+        tx.update({"w": jnp.ones(2)}, tx.init({"w": jnp.ones(2)}))
+    with pytest.raises(ValueError, match=r"clip_relative_update: max_ratio .*got 0"):
+        gf.clip_relative_update(0.0)
+    with pytest.raises(ValueError, match=r"clip_relative_update: min_weight_rms .*got -1"):
+        gf.clip_relative_update(0.1, -1.0)
+    with pytest.raises(ValueError, match=r"protect: max_update_ratio .*got -0.5"):
+        gf.protect(gf.adam(0.1), max_update_ratio=-0.5)
+    with pytest.raises(TypeError, match=r"state=None"):
+        tx.update({"w": jnp.ones(2)}, None, {"w": jnp.ones(2)})
+
+
+def test_flatten_small_refuses_it():
+    with pytest.raises(ValueError, match="per leaf"):
+        gf.flatten_small(gf.chain(gf.adam(0.1), gf.clip_relative_update())).init({"w": jnp.ones(3)})
