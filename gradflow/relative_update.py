@@ -131,6 +131,18 @@ def clip_relative_update(
       Recommender Systems, 2023, https://arxiv.org/abs/2302.09178 (Clippy);
       You et al., Large Batch Optimization for Deep Learning: Training BERT in 76
       minutes, 2019, https://arxiv.org/abs/1904.00962 (LAMB's per-layer trust ratio).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import gradflow as gf
+      >>> tx = gf.clip_relative_update(max_ratio=0.1)
+      >>> params = {"w": jnp.full(4, 2.0), "b": jnp.full(4, 2.0)}
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update({"w": jnp.full(4, 1.0), "b": jnp.full(4, 0.1)}, state, params)
+      >>> round(float(updates["w"][0]), 4), round(float(updates["b"][0]), 4)  # w cut to 0.1·RMS(w)
+      (0.2, 0.1)
+      >>> int(state.num_leaves_clipped)
+      1
     """
     fn = "clip_relative_update"
     check_args(fn, "max_ratio", max_ratio, min_weight_rms)

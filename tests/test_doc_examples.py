@@ -20,7 +20,7 @@ NEED_EXAMPLES = [
     "sgd", "adagrad", "rmsprop", "adam", "amsgrad", "adamw", "lars", "lamb",
     # clippers
     "clip", "clip_by_norm", "clip_by_global_norm", "clip_by_block_rms", "adaptive_grad_clip",
-    "autoclip", "zclip", "adagc", "clip_update_norm",
+    "autoclip", "zclip", "adagc", "clip_update_norm", "clip_relative_update",
     # guards, the wrapper, hyperparameters and logging
     "apply_if_finite", "skip_spikes", "protect", "inject_hyperparams", "stats", "monitor",
     # the main schedules
