@@ -233,11 +233,6 @@ def protect(
                 "protect: watch_loss=True needs the loss at every step: call "
                 "update(grads, state, params, value=loss), or build protect(..., watch_loss=False)"
             )
-        if max_update_ratio is not None and params is None:
-            raise ValueError(
-                "protect: max_update_ratio bounds each step relative to its weights, so update needs "
-                "params: call update(grads, state, params, ...), or build protect(..., max_update_ratio=None)"
-            )
         dt = state.grad_norm.dtype
         inc = tree_lib.safe_increment
         norm = tree_lib.global_norm(updates, axis_name).astype(dt)
@@ -278,6 +273,11 @@ def protect(
         new_updates, new_inner = inner.update(grads, state.inner_state, params, **keep(extra))
         new_clip = state.update_clip
         if max_update_ratio is not None:
+            if params is None:  # checked after inner.update, which reports a mismatched tree first
+                raise ValueError(
+                    "protect: max_update_ratio bounds each step relative to its weights, so update needs "
+                    "params: call update(grads, state, params, ...), or build protect(..., max_update_ratio=None)"
+                )
             new_updates, new_clip = relative_update.relative_clip(
                 fn, new_updates, params, state.update_clip, max_update_ratio, min_weight_rms, axis_name
             )
