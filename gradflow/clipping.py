@@ -109,7 +109,7 @@ class AdaptiveGradClipState(NamedTuple):
     num_units_clipped: jnp.ndarray  # int32 scalar: units clipped in the last update
 
 
-def _checked(fn: str, init_fn, update_fn) -> GradientTransformation:
+def checked(fn: str, init_fn, update_fn) -> GradientTransformation:
     """The clipper ``fn`` with the shared input checks: float parameters, updates shaped like them."""
 
     def init(params):
@@ -196,7 +196,7 @@ def clip(max_delta: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> Gradi
         updates = jax.tree.map(lambda g: jnp.clip(g, -c, c).astype(g.dtype), updates)
         return updates, _diag_next(state, norm, clipped)
 
-    return _checked("clip", init_fn, update_fn)
+    return checked("clip", init_fn, update_fn)
 
 
 def clip_by_norm(max_norm: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> GradientTransformation:
@@ -250,7 +250,7 @@ def clip_by_norm(max_norm: hparams.ScalarOrSchedule, *, axis_name: Any = None) -
             state, norm, hits > 0, num_leaves_clipped=jnp.asarray(hits, jnp.int32)
         )
 
-    return _checked("clip_by_norm", init_fn, update_fn)
+    return checked("clip_by_norm", init_fn, update_fn)
 
 
 def clip_by_global_norm(
@@ -314,7 +314,7 @@ def clip_by_global_norm(
             clipped = norm > c
         return tree_lib.times_scalar(updates, factor, in_leaf_dtype=False), _diag_next(state, norm, clipped)
 
-    return _checked("clip_by_global_norm", init_fn, update_fn)
+    return checked("clip_by_global_norm", init_fn, update_fn)
 
 
 def clip_by_block_rms(threshold: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> GradientTransformation:
@@ -367,7 +367,7 @@ def clip_by_block_rms(threshold: hparams.ScalarOrSchedule, *, axis_name: Any = N
             state, norm, hits > 0, num_leaves_clipped=jnp.asarray(hits, jnp.int32)
         )
 
-    return _checked("clip_by_block_rms", init_fn, update_fn)
+    return checked("clip_by_block_rms", init_fn, update_fn)
 
 
 def _unit_axes(shape: tuple, axis: Any, pytorch_layout: bool) -> Any:
@@ -480,7 +480,7 @@ def adaptive_grad_clip(
             state, norm, n_hits > 0, num_units_clipped=jnp.asarray(n_hits, jnp.int32)
         )
 
-    return _checked("adaptive_grad_clip", init_fn, update_fn)
+    return checked("adaptive_grad_clip", init_fn, update_fn)
 
 
 # ---------------------------------------------------------------------------
@@ -591,7 +591,7 @@ def autoclip(
         updates = tree_lib.times_scalar(updates, _bound_factor(norm, threshold), in_leaf_dtype=False)
         return updates, _diag_next(state, norm, clipped, threshold=threshold, num_recorded=num_recorded, history=history)
 
-    return _checked("autoclip", init_fn, update_fn)
+    return checked("autoclip", init_fn, update_fn)
 
 
 class ZclipState(NamedTuple):
@@ -694,7 +694,7 @@ def zclip(
             num_recorded=_count_if(finite, state.num_recorded), warmup_norms=buf,
         )
 
-    return _checked("zclip", init_fn, update_fn)
+    return checked("zclip", init_fn, update_fn)
 
 
 def _zclip_warmup(state: ZclipState, norm: jnp.ndarray, collect: jnp.ndarray, w: int) -> tuple:
@@ -819,7 +819,7 @@ def clip_update_norm(
             state, norm, clipped, threshold=threshold, num_recorded=_count_if(finite, state.num_recorded), history=history
         )
 
-    return _checked(fn, init_fn, update_fn)
+    return checked(fn, init_fn, update_fn)
 
 
 class AdagcState(NamedTuple):
@@ -942,7 +942,7 @@ def adagc(
             gamma=jax.tree.unflatten(treedef, new_gammas),
         )
 
-    return _checked("adagc", init_fn, update_fn)
+    return checked("adagc", init_fn, update_fn)
 
 
 __all__ = [

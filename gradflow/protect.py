@@ -154,7 +154,8 @@ def protect(
         gradient norms (once ``min_samples`` are recorded), or None for no clipping.
       max_update_ratio: ρ > 0, the largest step of a tensor relative to its RMS, or
         None for no update clip (``update`` then needs no ``params``).
-      min_weight_rms: s ≥ 0, the RMS assumed for tensors smaller than it.
+      min_weight_rms: s > 0, the RMS assumed for tensors smaller than it (0 is refused: a tensor
+        that starts at zero would never move).
       axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
         leaf is split over; norms and finiteness are reduced across it. Leave ``None``
         under ``jax.jit``.

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from gradflow import hparams
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation
+from gradflow.clipping import checked
 
 
 class ClipRelativeUpdateState(NamedTuple):
@@ -78,9 +79,13 @@ def relative_clip(
 
 
 def check_args(fn: str, ratio_name: str, max_ratio: float, min_weight_rms: float) -> None:
-    """Build-time checks: the ratio (called ``ratio_name`` in ``fn``) > 0, ``min_weight_rms`` ≥ 0."""
+    """Build-time checks: the ratio (called ``ratio_name`` in ``fn``) and ``min_weight_rms`` are > 0.
+
+    ``min_weight_rms = 0`` is refused: a tensor that starts at zero would get a zero bound
+    and never move.
+    """
     hparams.check_positive(fn, ratio_name, max_ratio)
-    hparams.check_non_negative(fn, "min_weight_rms", min_weight_rms)
+    hparams.check_positive(fn, "min_weight_rms", min_weight_rms)
 
 
 def clip_relative_update(
@@ -111,7 +116,7 @@ def clip_relative_update(
 
     Args:
       max_ratio: ρ > 0, the largest step per tensor relative to the tensor's RMS.
-      min_weight_rms: s ≥ 0, the weight RMS assumed for tensors smaller than it (zero-initialised ones).
+      min_weight_rms: s > 0, the weight RMS assumed for tensors smaller than it (zero-initialised ones);\n        0 is refused, since a tensor that starts at zero would never move.
       axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
         leaf is split over; the sums of squares and sizes are ``psum``-ed across it.
         Leave ``None`` under ``jax.jit``.
@@ -147,14 +152,8 @@ def clip_relative_update(
     fn = "clip_relative_update"
     check_args(fn, "max_ratio", max_ratio, min_weight_rms)
 
-    def init_fn(params):
-        tree_lib.check_float_leaves(fn, params)
-        return init_state(tree_lib.as_arrays(params))
-
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
-        if state is None:
-            raise TypeError(f"{fn}: update got state=None; pass the state from init: state = tx.init(params)")
         return relative_clip(fn, updates, params, state, max_ratio, min_weight_rms, axis_name)
 
-    return GradientTransformation(init_fn, update_fn)
+    return checked(fn, init_state, update_fn)
