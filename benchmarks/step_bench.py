@@ -259,7 +259,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu", help="the JAX platform to run on")
     parser.add_argument("--no-torch", action="store_true", help="skip torch.optim even when importable")
     parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")), help="where to write JSON")
+    parser.add_argument("--markdown", metavar="JSON", default=None,
+                        help="print the rows of an earlier run's JSON as a markdown table (no timing)")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown_table(json.loads(Path(args.markdown).read_text())["rows"]))
+        return {}
     jax.config.update("jax_platforms", "cuda" if args.device == "gpu" else "cpu")
     steps = args.steps or (10 if args.quick else 15)
     names = args.only.split(",") if args.only else list(OPTIMIZERS)
@@ -310,6 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "compile_ratio_to_optax": c / compile_s["optax"] if c is not None and "optax" in compile_s else None,
                     "ratio_to_floor": t / floor, "floor_fraction": floor / t,
                 })
+            jax.clear_caches()  # free the compiled steps: a long run otherwise exhausts the process's memory maps
             r = rows[-len(measured):]
             print_rows(r, header=not rows[: -len(measured)])
             Path(args.out).write_text(json.dumps(result, indent=1))  # after every case: a long run keeps its rows
@@ -319,6 +325,21 @@ def main(argv: list[str] | None = None) -> dict:
 
 def fmt(x, spec):
     return "—" if x is None else format(x, spec)
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The README's table of ``rows`` (one results file's ``rows``)."""
+    lines = [
+        "| workload | leaves | optimizer | library | step ms | step / optax | compile s | compile / optax | floor fraction |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['workload']} | {r['leaves']} | {r['optimizer']} | {r['library']} | {r['median_ms']:.2f} | "
+            f"{fmt(r['ratio_to_optax'], '.2f')} | {fmt(r['compile_s'], '.1f')} | "
+            f"{fmt(r['compile_ratio_to_optax'], '.2f')} | {r['floor_fraction']:.2f} |"
+        )
+    return "\n".join(lines)
 
 
 def print_rows(rows: list[dict], header: bool) -> None:
