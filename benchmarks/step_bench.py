@@ -315,7 +315,6 @@ def main(argv: list[str] | None = None) -> dict:
                     "compile_ratio_to_optax": c / compile_s["optax"] if c is not None and "optax" in compile_s else None,
                     "ratio_to_floor": t / floor, "floor_fraction": floor / t,
                 })
-            jax.clear_caches()  # free the compiled steps: a long run otherwise exhausts the process's memory maps
             r = rows[-len(measured):]
             print_rows(r, header=not rows[: -len(measured)])
             Path(args.out).write_text(json.dumps(result, indent=1))  # after every case: a long run keeps its rows

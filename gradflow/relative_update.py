@@ -116,7 +116,8 @@ def clip_relative_update(
 
     Args:
       max_ratio: ρ > 0, the largest step per tensor relative to the tensor's RMS.
-      min_weight_rms: s > 0, the weight RMS assumed for tensors smaller than it (zero-initialised ones);\n        0 is refused, since a tensor that starts at zero would never move.
+      min_weight_rms: s > 0, the weight RMS assumed for tensors smaller than it (zero-initialised ones);
+        0 is refused, since a tensor that starts at zero would never move.
       axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
         leaf is split over; the sums of squares and sizes are ``psum``-ed across it.
         Leave ``None`` under ``jax.jit``.
