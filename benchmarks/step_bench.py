@@ -14,9 +14,10 @@ and the parameter tree of a flax transformer with unstacked layers (shapes from
 ``jax.eval_shape``): there compile time, not step time, is what a user waits
 for. ``gradflow-flat`` is gradflow's optimizer wrapped in
 ``gf.flatten_small``. Steps of the libraries are timed interleaved, so a busy
-machine slows them alike.
+machine slows them alike; above 600 leaves, one library after another (three
+compiled 1000-leaf steps alive at once exhaust Linux's memory maps).
 
-Run:  python benchmarks/step_bench.py            (full; the 1000-leaf case compiles for minutes in optax)
+Run:  python benchmarks/step_bench.py            (full; the 1000-leaf case compiles for minutes)
       python benchmarks/step_bench.py --quick    (small sizes, a few minutes)
       python benchmarks/step_bench.py --device gpu   (the same code on a GPU)
 Writes a table to stdout and the numbers to benchmarks/results.json (or --out).
@@ -25,6 +26,7 @@ Writes a table to stdout and the numbers to benchmarks/results.json (or --out).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -99,6 +101,13 @@ def flax_transformer_shapes(layers: int, d: int, heads: int, vocab: int) -> list
 # Trees of many small leaves take minutes to compile in optax: they run clip+adam only
 # (the case the targets name), unless --only asks for others.
 MANY_LEAF_OPTIMIZERS = ("clip+adam",)
+
+# A compiled XLA CPU executable holds memory maps in proportion to its kernels:
+# about 15 000 for clip+adam on 300 small leaves, some 50 000 on 1000. Three such
+# executables alive at once exceed Linux's default vm.max_map_count (65 530) and
+# LLVM aborts. Above this many leaves each library is compiled, timed and freed
+# in turn instead of interleaved with the others.
+MAX_INTERLEAVED_LEAVES = 600
 
 
 def workloads(quick: bool) -> dict[str, Callable[[], list[tuple[int, ...]]]]:
@@ -175,6 +184,30 @@ def time_interleaved(runs: dict[str, Callable[[], None]], steps: int, warmup: in
             run()
             times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def time_libraries(
+    factories: dict[str, Callable], shapes: list[tuple[int, ...]], steps: int, interleaved: bool
+) -> tuple[dict[str, float], dict[str, float]]:
+    """(median seconds per step, compile seconds) of each library's transform on ``shapes``.
+
+    Interleaved: all compiled first, their steps taken in turn. Otherwise one at a
+    time, each executable freed before the next compiles (see MAX_INTERLEAVED_LEAVES).
+    """
+    measured: dict[str, float] = {}
+    compile_s: dict[str, float] = {}
+    if interleaved:
+        runs = {}
+        for lib, make in factories.items():
+            runs[lib], compile_s[lib] = compile_jax(make(), shapes)
+        return time_interleaved(runs, steps), compile_s
+    for lib, make in factories.items():
+        run, compile_s[lib] = compile_jax(make(), shapes)
+        measured.update(time_interleaved({lib: run}, steps))
+        del run
+        gc.collect()
+        jax.clear_caches()
+    return measured, compile_s
 
 
 def copy_bandwidth(n: int, steps: int) -> float:
@@ -295,11 +328,7 @@ def main(argv: list[str] | None = None) -> dict:
             factories = {"gradflow": gf_factory, "gradflow-flat": lambda f=gf_factory: gf.flatten_small(f())}
             if optax_factory is not None:
                 factories["optax"] = optax_factory
-            runs, compile_s = {}, {}
-            for lib, make in factories.items():
-                runs[lib], compile_s[lib] = compile_jax(make(), shapes)
-            measured = dict(time_interleaved(runs, steps))
-            del runs
+            measured, compile_s = time_libraries(factories, shapes, steps, len(shapes) <= MAX_INTERLEAVED_LEAVES)
             for mode in ("foreach", "fused"):
                 if name in torch_opts:
                     t = time_torch(torch, torch_opts[name], shapes, steps, mode, args.device)
@@ -314,6 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "ratio_to_optax": t / optax_t if optax_t else None,
                     "compile_ratio_to_optax": c / compile_s["optax"] if c is not None and "optax" in compile_s else None,
                     "ratio_to_floor": t / floor, "floor_fraction": floor / t,
+                    "interleaved": lib in compile_s and len(shapes) <= MAX_INTERLEAVED_LEAVES,
                 })
             r = rows[-len(measured):]
             print_rows(r, header=not rows[: -len(measured)])

@@ -15,6 +15,7 @@ IEEE arithmetic says. Chain :func:`gradflow.apply_if_finite` to skip such steps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -51,6 +52,36 @@ def _any_across(flag: jnp.ndarray, axis_name: Any) -> jnp.ndarray:
     return flag if axis_name is None else jax.lax.psum(flag.astype(jnp.int32), axis_name) > 0
 
 
+def _clip_each_leaf(
+    fn: str, state_cls: type, bound: hparams.ScalarOrSchedule, axis_name: Any, statistic: Callable
+) -> GradientTransformation:
+    """A clipper that bounds every leaf on its own: u_l = g_l·min(1, c/s_l).
+
+    ``statistic(sq, n)`` gives s_l from the leaf's sum of squares ``sq`` (``psum``-ed
+    over ``axis_name``) and its number of elements ``n`` across all shards.
+    """
+
+    def init_fn(params):
+        return _diag_init(state_cls, params, num_leaves_clipped=tree_lib.zero_count())
+
+    def update_fn(updates, state, params=None, **extra_args):
+        del params, extra_args
+        dt = state.norm.dtype
+        c = jnp.asarray(hparams.value_at(bound, state.count), dt)
+        leaves, treedef = jax.tree.flatten(updates)
+        sq = _square_sums(updates, dt, axis_name)
+        shards = 1 if axis_name is None else jax.lax.psum(1, axis_name)  # leaves split evenly
+        stats = [statistic(s, g.size * shards) for s, g in zip(sq, leaves)]
+        new = [(g * _bound_factor(st, c)).astype(g.dtype) for g, st in zip(leaves, stats)]
+        hits = sum((st > c).astype(jnp.int32) for st in stats) if stats else jnp.zeros((), jnp.int32)
+        norm = jnp.sqrt(sum(sq)) if sq else jnp.zeros((), dt)
+        return jax.tree.unflatten(treedef, new), _diag_next(
+            state, norm, hits > 0, num_leaves_clipped=jnp.asarray(hits, jnp.int32)
+        )
+
+    return checked(fn, init_fn, update_fn)
+
+
 # ---------------------------------------------------------------------------
 # static clippers
 # ---------------------------------------------------------------------------
@@ -77,25 +108,19 @@ class ClipByNormState(NamedTuple):
     num_leaves_clipped: jnp.ndarray  # int32 scalar: leaves clipped in the last update
 
 
-class ClipByGlobalNormState(NamedTuple):
-    """State of :func:`clip_by_global_norm` (diagnostics only)."""
+class ClipByGlobalNormState(ClipState):
+    """State of :func:`clip_by_global_norm` (diagnostics only): :class:`ClipState`'s fields.
+
+    ``clipped`` says whether the last update was scaled down, ``num_clipped`` counts such updates.
+    """
+    __slots__ = ()
     stats_name = "clip_by_global_norm"
 
-    count: jnp.ndarray  # int32 scalar: updates seen
-    norm: jnp.ndarray  # float scalar: ‖g‖ of the last incoming updates, before clipping
-    clipped: jnp.ndarray  # bool scalar: whether the last update was scaled down
-    num_clipped: jnp.ndarray  # int32 scalar: updates scaled down so far
 
-
-class ClipByBlockRmsState(NamedTuple):
-    """State of :func:`clip_by_block_rms` (diagnostics only)."""
+class ClipByBlockRmsState(ClipByNormState):
+    """State of :func:`clip_by_block_rms` (diagnostics only): :class:`ClipByNormState`'s fields."""
+    __slots__ = ()
     stats_name = "clip_by_block_rms"
-
-    count: jnp.ndarray  # int32 scalar: updates seen
-    norm: jnp.ndarray  # float scalar: global ‖g‖ of the last incoming updates, before clipping
-    clipped: jnp.ndarray  # bool scalar: whether a leaf of the last update was clipped
-    num_clipped: jnp.ndarray  # int32 scalar: updates with a clipped leaf so far
-    num_leaves_clipped: jnp.ndarray  # int32 scalar: leaves clipped in the last update
 
 
 class AdaptiveGradClipState(NamedTuple):
@@ -231,26 +256,7 @@ def clip_by_norm(max_norm: hparams.ScalarOrSchedule, *, axis_name: Any = None) -
       ([0.6, 0.8], [0.3, 0.4])
     """
     hparams.check_positive("clip_by_norm", "max_norm", max_norm)
-
-    def init_fn(params):
-        return _diag_init(ClipByNormState, params, num_leaves_clipped=tree_lib.zero_count())
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        dt = state.norm.dtype
-        c = jnp.asarray(hparams.value_at(max_norm, state.count), dt)
-        leaves, treedef = jax.tree.flatten(updates)
-        sq = _square_sums(updates, dt, axis_name)
-        norms = [jnp.sqrt(s) for s in sq]
-        factors = [_bound_factor(n, c) for n in norms]
-        new = [(g * f).astype(g.dtype) for g, f in zip(leaves, factors)]
-        hits = sum((n > c).astype(jnp.int32) for n in norms) if norms else jnp.zeros((), jnp.int32)
-        norm = jnp.sqrt(sum(sq)) if sq else jnp.zeros((), dt)
-        return jax.tree.unflatten(treedef, new), _diag_next(
-            state, norm, hits > 0, num_leaves_clipped=jnp.asarray(hits, jnp.int32)
-        )
-
-    return checked("clip_by_norm", init_fn, update_fn)
+    return _clip_each_leaf("clip_by_norm", ClipByNormState, max_norm, axis_name, lambda sq, n: jnp.sqrt(sq))
 
 
 def clip_by_global_norm(
@@ -348,26 +354,9 @@ def clip_by_block_rms(threshold: hparams.ScalarOrSchedule, *, axis_name: Any = N
       [0.8485, 1.1314]
     """
     hparams.check_positive("clip_by_block_rms", "threshold", threshold)
-
-    def init_fn(params):
-        return _diag_init(ClipByBlockRmsState, params, num_leaves_clipped=tree_lib.zero_count())
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        dt = state.norm.dtype
-        tau = jnp.asarray(hparams.value_at(threshold, state.count), dt)
-        leaves, treedef = jax.tree.flatten(updates)
-        sq = _square_sums(updates, dt, axis_name)
-        shards = 1 if axis_name is None else jax.lax.psum(1, axis_name)  # leaves split evenly
-        rms = [jnp.sqrt(s / (max(g.size, 1) * shards)) for s, g in zip(sq, leaves)]
-        new = [(g * _bound_factor(r, tau)).astype(g.dtype) for g, r in zip(leaves, rms)]
-        hits = sum((r > tau).astype(jnp.int32) for r in rms) if rms else jnp.zeros((), jnp.int32)
-        norm = jnp.sqrt(sum(sq)) if sq else jnp.zeros((), dt)
-        return jax.tree.unflatten(treedef, new), _diag_next(
-            state, norm, hits > 0, num_leaves_clipped=jnp.asarray(hits, jnp.int32)
-        )
-
-    return checked("clip_by_block_rms", init_fn, update_fn)
+    return _clip_each_leaf(
+        "clip_by_block_rms", ClipByBlockRmsState, threshold, axis_name, lambda sq, n: jnp.sqrt(sq / max(n, 1))
+    )
 
 
 def _unit_axes(shape: tuple, axis: Any, pytorch_layout: bool) -> Any:
