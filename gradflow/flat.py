@@ -31,9 +31,11 @@ class FlattenSmallState(NamedTuple):
     # each per-parameter buffer holds the large leaves' shapes and dtypes, and one
     # [total size of the small leaves of that dtype] buffer per dtype
     inner_state: Any
-    # int32 scalars, one per packed leaf (dtype by dtype, then in tree order): where the
-    # leaf starts in its buffer. Fixed by the shapes; kept as run-time values so that
-    # XLA compiles one kernel per leaf shape to cut them out, not one per leaf.
+    # int32 scalars, one per packed leaf that shares its shape with another leaf of its
+    # dtype (dtype by dtype, then in tree order): where the leaf starts in its buffer.
+    # Fixed by the shapes; kept as run-time values so that XLA compiles one kernel per
+    # repeated shape to cut them out, not one per leaf. A leaf with a shape of its own
+    # is cut by a static slice and needs none (each offset is an argument of every step).
     offsets: tuple
 
 
@@ -107,30 +109,37 @@ def _unpack(packed: dict, layout: _Layout, like: list, offsets: tuple) -> list:
         out[i] = x
     k = 0
     for (_, idx), buf in zip(layout.groups, packed["flat"]):
-        counts = Counter(layout.shapes[i] for i in idx)
         offset = 0
-        for i in idx:
+        for i, repeated in zip(idx, _repeated(layout, idx)):
             size = int(np.prod(layout.shapes[i], dtype=np.int64))
-            if counts[layout.shapes[i]] > 1:  # one kernel for all leaves of this shape
+            if repeated:  # one kernel for all leaves of this shape
                 part = jax.lax.dynamic_slice(buf, (offsets[k],), (size,))
+                k += 1
             else:  # a shape of its own: a static slice, which runs faster
                 part = buf[offset : offset + size]
             out[i] = part.reshape(layout.shapes[i]).astype(like[i].dtype)
             offset += size
-            k += 1
     return out
 
 
-def _offsets(layout: _Layout) -> tuple:
+def _repeated(layout: _Layout, idx: tuple) -> list:
+    """Whether each leaf of a dtype group shares its shape with another leaf of the group."""
+    counts = Counter(layout.shapes[i] for i in idx)
+    return [counts[layout.shapes[i]] > 1 for i in idx]
+
+
+def _offset_values(layout: _Layout) -> list:
+    """Where each packed leaf of a repeated shape starts in its buffer (the state's ``offsets``)."""
     out = []
     for _, idx in layout.groups:
         offset = 0
-        for i in idx:
-            out.append(jnp.asarray(offset, jnp.int32))
+        for i, repeated in zip(idx, _repeated(layout, idx)):
+            if repeated:
+                out.append(offset)
             offset += int(np.prod(layout.shapes[i], dtype=np.int64))
         if offset > np.iinfo(np.int32).max:
             raise ValueError(f"flatten_small: the small leaves hold {offset} elements, more than int32 offsets reach")
-    return tuple(out)
+    return out
 
 
 def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> GradientTransformation:
@@ -205,7 +214,7 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
                 f"flatten_small: tx holds {found[0]}, whose math is per leaf and would treat a packed buffer "
                 "as one leaf; chain it outside flatten_small"
             )
-        return FlattenSmallState(inner_state=inner, offsets=_offsets(layout))
+        return FlattenSmallState(inner_state=inner, offsets=tuple(jnp.asarray(o, jnp.int32) for o in _offset_values(layout)))
 
     def update_fn(updates, state, params=None, **extra_args):
         leaves = jax.tree.leaves(updates)
@@ -243,7 +252,7 @@ def _packed_sharding(tx: GradientTransformation, max_size: int, params_sharding:
         "large": tuple(shardings[i] for i in layout.large),
         "flat": tuple(replicated for _ in layout.groups),
     }
-    offsets = tuple(replicated for _, idx in layout.groups for _ in idx)
+    offsets = tuple(replicated for _ in _offset_values(layout))
     return FlattenSmallState(state_sharding(tx, packed, packed_shardings), offsets)
 
 
