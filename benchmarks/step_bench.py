@@ -144,17 +144,17 @@ OPTIMIZERS: dict[str, tuple[Callable, Callable | None, int]] = {
 }
 
 
-def make_tree(shapes: list[tuple[int, ...]], seed: int) -> dict:
-    key = jax.random.PRNGKey(seed)
-    keys = jax.random.split(key, len(shapes))
-    return {f"p{i:04d}": jax.random.normal(k, s, jnp.float32) for i, (k, s) in enumerate(zip(keys, shapes))}
+def make_tree(shapes: list[tuple[int, ...]], seed: int, scale: float = 1.0) -> dict:
+    """Standard normal leaves × ``scale``, drawn by NumPy (JAX would compile a kernel per distinct shape)."""
+    rng = np.random.default_rng(seed)
+    return {f"p{i:04d}": jnp.asarray(scale * rng.standard_normal(s, np.float32)) for i, s in enumerate(shapes)}
 
 
 def compile_jax(tx, shapes: list[tuple[int, ...]]) -> tuple[Callable[[], None], float]:
     """(a function running one donated jit step of ``tx``, compile seconds)."""
     params = make_tree(shapes, 0)
-    grads = jax.tree.map(lambda x: 1e-3 * x, make_tree(shapes, 1))
-    state = tx.init(params)
+    grads = make_tree(shapes, 1, scale=1e-3)
+    state = jax.jit(tx.init)(params)  # one compile, not one tiny eager kernel per distinct leaf shape
 
     def step(params, state, grads):
         updates, state = tx.update(grads, state, params)
