@@ -194,13 +194,13 @@ def time_libraries(
     Interleaved: all compiled first, their steps taken in turn. Otherwise one at a
     time, each executable freed before the next compiles (see MAX_INTERLEAVED_LEAVES).
     """
-    measured: dict[str, float] = {}
     compile_s: dict[str, float] = {}
     if interleaved:
         runs = {}
         for lib, make in factories.items():
             runs[lib], compile_s[lib] = compile_jax(make(), shapes)
         return time_interleaved(runs, steps), compile_s
+    measured: dict[str, float] = {}
     for lib, make in factories.items():
         run, compile_s[lib] = compile_jax(make(), shapes)
         measured.update(time_interleaved({lib: run}, steps))
@@ -328,7 +328,8 @@ def main(argv: list[str] | None = None) -> dict:
             factories = {"gradflow": gf_factory, "gradflow-flat": lambda f=gf_factory: gf.flatten_small(f())}
             if optax_factory is not None:
                 factories["optax"] = optax_factory
-            measured, compile_s = time_libraries(factories, shapes, steps, len(shapes) <= MAX_INTERLEAVED_LEAVES)
+            interleaved = len(shapes) <= MAX_INTERLEAVED_LEAVES
+            measured, compile_s = time_libraries(factories, shapes, steps, interleaved)
             for mode in ("foreach", "fused"):
                 if name in torch_opts:
                     t = time_torch(torch, torch_opts[name], shapes, steps, mode, args.device)
@@ -343,7 +344,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "ratio_to_optax": t / optax_t if optax_t else None,
                     "compile_ratio_to_optax": c / compile_s["optax"] if c is not None and "optax" in compile_s else None,
                     "ratio_to_floor": t / floor, "floor_fraction": floor / t,
-                    "interleaved": lib in compile_s and len(shapes) <= MAX_INTERLEAVED_LEAVES,
+                    "interleaved": lib in compile_s and interleaved,
                 })
             r = rows[-len(measured):]
             print_rows(r, header=not rows[: -len(measured)])
