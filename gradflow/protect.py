@@ -47,6 +47,84 @@ def _is_spike(v, med, sigma, n, threshold, margin, min_samples):
     return (n >= min_samples) & (v - med > bound)
 
 
+class _Verdict(NamedTuple):
+    """One step as :func:`protect` judged it, and the window statistics it was judged against."""
+    n: jnp.ndarray  # int32 scalar: values in the windows (at most ``window``)
+    loss_median: jnp.ndarray  # float scalar: median of the loss window
+    loss_sigma: jnp.ndarray  # float scalar: 1.4826·MAD of the loss window
+    grad_norm_median: jnp.ndarray  # float scalar: median of the gradient-norm window
+    grad_norm_sigma: jnp.ndarray  # float scalar: 1.4826·MAD of the gradient-norm window
+    loss_spike: jnp.ndarray  # bool scalar: the (finite) loss spiked
+    norm_spike: jnp.ndarray  # bool scalar: the (finite) gradient norm spiked
+    spike: jnp.ndarray  # bool scalar: skipped for spiking (by the rule, unless max_consecutive_skips let it through)
+    skipped: jnp.ndarray  # bool scalar: skipped for any reason
+    accept: jnp.ndarray  # bool scalar: not skipped
+
+
+def _judge(state, loss, norm, finite, *, size, need, threshold, margin, watch_loss, watch_grad_norm, both,
+           max_consecutive_skips, skip_not_finite) -> _Verdict:
+    """The spikes of ``loss`` and ``norm`` against the windows in ``state``, and whether the step is skipped."""
+    n = jnp.minimum(state.num_recorded, size)
+    n_safe = jnp.maximum(n, 1)
+    loss_med, loss_sig = robust_location_scale(state.loss_history, n_safe)
+    norm_med, norm_sig = robust_location_scale(state.grad_norm_history, n_safe)
+    false = jnp.zeros((), jnp.bool_)
+    loss_spike = _is_spike(loss, loss_med, loss_sig, n, threshold, margin, need) if watch_loss else false
+    norm_spike = _is_spike(norm, norm_med, norm_sig, n, threshold, margin, need) if watch_grad_norm else false
+    loss_spike, norm_spike = loss_spike & finite, norm_spike & finite
+    spike = loss_spike & norm_spike if both else loss_spike | norm_spike
+    if max_consecutive_skips is not None:
+        spike = spike & (state.num_consecutive_skips < max_consecutive_skips)
+    skipped = spike | (~finite if skip_not_finite else false)
+    return _Verdict(n, loss_med, loss_sig, norm_med, norm_sig, loss_spike, norm_spike, spike, skipped, ~skipped)
+
+
+def _clip_to_history(updates, norm, finite, judged: _Verdict, c, need) -> tuple:
+    """(g·min(1, c·m_‖g‖/‖g‖), clipped) once ``need`` norms are recorded; (g, False) when c is None."""
+    if c is None:
+        return updates, jnp.zeros((), jnp.bool_)
+    bound = jnp.asarray(c, norm.dtype) * judged.grad_norm_median
+    clipped = (judged.n >= need) & (norm > bound) & finite
+    factor = jnp.where(clipped, bound / norm, jnp.ones_like(norm))
+    return tree_lib.times_scalar(updates, factor, in_leaf_dtype=False), clipped
+
+
+def _clip_relative(updates, params, clip_state, ratio, min_rms, axis_name) -> tuple:
+    """(updates, clip state) after :func:`gradflow.clip_relative_update`'s rule; as they are when the ratio is None."""
+    if ratio is None:
+        return updates, clip_state
+    if params is None:  # checked after inner.update, which reports a mismatched tree first
+        raise ValueError(
+            "protect: max_update_ratio bounds each step relative to its weights, so update needs "
+            "params: call update(grads, state, params, ...), or build protect(..., max_update_ratio=None)"
+        )
+    return relative_update.relative_clip("protect", updates, params, clip_state, ratio, min_rms, axis_name)
+
+
+def _new_state(state, judged: _Verdict, loss, norm, finite, clipped, new_inner, new_clip, size) -> ProtectState:
+    """The state after a step ``judged`` so: inner and clip states kept only if accepted, counters, windows."""
+    inc, accept = tree_lib.safe_increment, judged.accept
+    record = accept & finite
+    loss_history = tree_lib.ring_write(state.loss_history, state.num_recorded, loss, record)
+    norm_history = tree_lib.ring_write(state.grad_norm_history, state.num_recorded, norm, record)
+    count_if = lambda flag, c: jnp.where(flag, inc(c), c)  # noqa: E731
+    return ProtectState(
+        inner_state=select_tree(accept, new_inner, state.inner_state), count=inc(state.count),
+        loss=loss, grad_norm=norm, loss_median=judged.loss_median, loss_sigma=judged.loss_sigma,
+        grad_norm_median=judged.grad_norm_median, grad_norm_sigma=judged.grad_norm_sigma,
+        skipped=judged.skipped, clipped=clipped & accept,
+        num_skipped=count_if(judged.skipped, state.num_skipped),
+        num_not_finite=count_if(~finite, state.num_not_finite),
+        num_loss_spikes=count_if(judged.loss_spike, state.num_loss_spikes),
+        num_grad_norm_spikes=count_if(judged.norm_spike, state.num_grad_norm_spikes),
+        num_clipped=count_if(clipped & accept, state.num_clipped),
+        num_consecutive_skips=jnp.where(judged.spike, inc(state.num_consecutive_skips), jnp.zeros((), jnp.int32)),
+        num_recorded=jnp.where(record, tree_lib.ring_increment(state.num_recorded, size), state.num_recorded),
+        loss_history=loss_history, grad_norm_history=norm_history,
+        update_clip=select_tree(accept, new_clip, state.update_clip),
+    )
+
+
 def protect(
     inner: GradientTransformation,
     *,
@@ -213,30 +291,20 @@ def protect(
     hparams.check_flags(fn, skip_not_finite=skip_not_finite, watch_loss=watch_loss, watch_grad_norm=watch_grad_norm)
     size, need = int(window), int(min_samples)
     keep = extra_args_filter(inner.update)
+    rules = dict(size=size, need=need, threshold=threshold, margin=margin, watch_loss=watch_loss,
+                 watch_grad_norm=watch_grad_norm, both=watch_loss and watch_grad_norm and spike_rule == "both",
+                 max_consecutive_skips=max_consecutive_skips, skip_not_finite=skip_not_finite)
 
     def init_fn(params):
         dt = tree_lib.stat_dtype(params)
-        zero = lambda: jnp.zeros((), dt)  # noqa: E731  (a fresh buffer per leaf, so state can be donated)
+        zero, count = (lambda: jnp.zeros((), dt)), tree_lib.zero_count  # fresh buffers, so state can be donated
+        no = lambda: jnp.zeros((), jnp.bool_)  # noqa: E731
         return ProtectState(
-            inner_state=inner.init(params),
-            count=tree_lib.zero_count(),
-            loss=zero(),
-            grad_norm=zero(),
-            loss_median=zero(),
-            loss_sigma=zero(),
-            grad_norm_median=zero(),
-            grad_norm_sigma=zero(),
-            skipped=jnp.zeros((), jnp.bool_),
-            clipped=jnp.zeros((), jnp.bool_),
-            num_skipped=tree_lib.zero_count(),
-            num_not_finite=tree_lib.zero_count(),
-            num_loss_spikes=tree_lib.zero_count(),
-            num_grad_norm_spikes=tree_lib.zero_count(),
-            num_clipped=tree_lib.zero_count(),
-            num_consecutive_skips=tree_lib.zero_count(),
-            num_recorded=tree_lib.zero_count(),
-            loss_history=jnp.zeros((size,), dt),
-            grad_norm_history=jnp.zeros((size,), dt),
+            inner_state=inner.init(params), count=count(), loss=zero(), grad_norm=zero(),
+            loss_median=zero(), loss_sigma=zero(), grad_norm_median=zero(), grad_norm_sigma=zero(),
+            skipped=no(), clipped=no(), num_skipped=count(), num_not_finite=count(), num_loss_spikes=count(),
+            num_grad_norm_spikes=count(), num_clipped=count(), num_consecutive_skips=count(), num_recorded=count(),
+            loss_history=jnp.zeros((size,), dt), grad_norm_history=jnp.zeros((size,), dt),
             update_clip=relative_update.init_state(params),
         )
 
@@ -247,81 +315,18 @@ def protect(
                 "update(grads, state, params, value=loss), or build protect(..., watch_loss=False)"
             )
         dt = state.grad_norm.dtype
-        inc = tree_lib.safe_increment
         norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         loss = hparams.scalar_value(fn, value).astype(dt) if value is not None else jnp.zeros((), dt)
-
         finite = all_finite(updates, axis_name) & jnp.isfinite(norm)
         if value is not None:
             finite = finite & jnp.isfinite(loss)
-
-        n = jnp.minimum(state.num_recorded, size)
-        n_safe = jnp.maximum(n, 1)
-        loss_med, loss_sig = robust_location_scale(state.loss_history, n_safe)
-        norm_med, norm_sig = robust_location_scale(state.grad_norm_history, n_safe)
-        false = jnp.zeros((), jnp.bool_)
-        loss_spike = _is_spike(loss, loss_med, loss_sig, n, threshold, margin, need) if watch_loss else false
-        norm_spike = _is_spike(norm, norm_med, norm_sig, n, threshold, margin, need) if watch_grad_norm else false
-        loss_spike, norm_spike = loss_spike & finite, norm_spike & finite
-        if watch_loss and watch_grad_norm and spike_rule == "both":
-            spike = loss_spike & norm_spike
-        else:
-            spike = loss_spike | norm_spike
-        if max_consecutive_skips is not None:
-            spike = spike & (state.num_consecutive_skips < max_consecutive_skips)
-        skipped = spike | (~finite if skip_not_finite else false)
-        accept = ~skipped
-
-        grads = updates
-        clipped = false
-        if clip_to_history is not None:
-            bound = jnp.asarray(clip_to_history, dt) * norm_med
-            clipped = (n >= need) & (norm > bound) & finite
-            factor = jnp.where(clipped, bound / norm, jnp.ones_like(norm))
-            grads = tree_lib.times_scalar(updates, factor, in_leaf_dtype=False)
-
-        extra = dict(extra_args)
-        if value is not None:
-            extra["value"] = value
+        judged = _judge(state, loss, norm, finite, **rules)
+        grads, clipped = _clip_to_history(updates, norm, finite, judged, clip_to_history, need)
+        extra = extra_args if value is None else {**extra_args, "value": value}
         new_updates, new_inner = inner.update(grads, state.inner_state, params, **keep(extra))
-        new_clip = state.update_clip
-        if max_update_ratio is not None:
-            if params is None:  # checked after inner.update, which reports a mismatched tree first
-                raise ValueError(
-                    "protect: max_update_ratio bounds each step relative to its weights, so update needs "
-                    "params: call update(grads, state, params, ...), or build protect(..., max_update_ratio=None)"
-                )
-            new_updates, new_clip = relative_update.relative_clip(
-                fn, new_updates, params, state.update_clip, max_update_ratio, min_weight_rms, axis_name
-            )
-
-        record = accept & finite
-        loss_history = tree_lib.ring_write(state.loss_history, state.num_recorded, loss, record)
-        norm_history = tree_lib.ring_write(state.grad_norm_history, state.num_recorded, norm, record)
-        out_updates = zero_unless(accept, new_updates)
-        out_inner = select_tree(accept, new_inner, state.inner_state)
-        count_if = lambda flag, c: jnp.where(flag, inc(c), c)  # noqa: E731
-        return out_updates, ProtectState(
-            inner_state=out_inner,
-            count=inc(state.count),
-            loss=loss,
-            grad_norm=norm,
-            loss_median=loss_med,
-            loss_sigma=loss_sig,
-            grad_norm_median=norm_med,
-            grad_norm_sigma=norm_sig,
-            skipped=skipped,
-            clipped=clipped & accept,
-            num_skipped=count_if(skipped, state.num_skipped),
-            num_not_finite=count_if(~finite, state.num_not_finite),
-            num_loss_spikes=count_if(loss_spike, state.num_loss_spikes),
-            num_grad_norm_spikes=count_if(norm_spike, state.num_grad_norm_spikes),
-            num_clipped=count_if(clipped & accept, state.num_clipped),
-            num_consecutive_skips=jnp.where(spike, inc(state.num_consecutive_skips), jnp.zeros((), jnp.int32)),
-            num_recorded=jnp.where(record, tree_lib.ring_increment(state.num_recorded, size), state.num_recorded),
-            loss_history=loss_history,
-            grad_norm_history=norm_history,
-            update_clip=select_tree(accept, new_clip, state.update_clip),
-        )
+        new_updates, new_clip = _clip_relative(new_updates, params, state.update_clip,
+                                               max_update_ratio, min_weight_rms, axis_name)
+        out_updates = zero_unless(judged.accept, new_updates)
+        return out_updates, _new_state(state, judged, loss, norm, finite, clipped, new_inner, new_clip, size)
 
     return GradientTransformation(init_fn, update_fn)
