@@ -55,23 +55,22 @@ def relative_clip(
     w_leaves = treedef.flatten_up_to(params)
     u_sq = tree_lib.square_sums(u_leaves, axis_name)
     w_sq = tree_lib.square_sums(w_leaves, axis_name)
-    rho, floor = hparams.as_scalar(max_ratio, dt), hparams.as_scalar(min_weight_rms, dt)
-    out, ratios, hits = [], [], []
-    for u, su, sw, n in zip(u_leaves, u_sq, w_sq, _sizes(u_leaves, axis_name)):
-        norm_u = jnp.sqrt(su.astype(dt))
-        scale = jnp.maximum(jnp.sqrt(sw.astype(dt)), floor * jnp.sqrt(n.astype(dt)))  # √n·max(RMS(w), s)
-        hit = norm_u > rho * scale
-        factor = jnp.where(hit, rho * scale / norm_u, jnp.ones_like(norm_u))
-        out.append((u * factor).astype(u.dtype))
-        ratios.append(norm_u / scale)
-        hits.append(hit)
-    if not out:
+    if not u_leaves:
         return updates, state._replace(count=tree_lib.safe_increment(state.count))
-    num_hit = jnp.sum(jnp.stack(hits).astype(jnp.int32), dtype=jnp.int32)
+    rho, floor = hparams.as_scalar(max_ratio, dt), hparams.as_scalar(min_weight_rms, dt)
+    # one vector of per-leaf scalars, so the bound is a few kernels, not a few per leaf
+    stack = lambda xs: jnp.stack([x.astype(dt) for x in xs])  # noqa: E731
+    norm_u = jnp.sqrt(stack(u_sq))
+    scale = jnp.maximum(jnp.sqrt(stack(w_sq)), floor * jnp.sqrt(stack(_sizes(u_leaves, axis_name))))  # √n·max(RMS(w), s)
+    hit = norm_u > rho * scale
+    factor = jnp.where(hit, rho * scale / norm_u, jnp.ones_like(norm_u))
+    factor = jax.lax.optimization_barrier(factor)  # computed once, not inside every leaf's kernel
+    out = [(u * factor[i]).astype(u.dtype) for i, u in enumerate(u_leaves)]
+    num_hit = jnp.sum(hit.astype(jnp.int32), dtype=jnp.int32)
     clipped = num_hit > 0
     return jax.tree.unflatten(treedef, out), ClipRelativeUpdateState(
         count=tree_lib.safe_increment(state.count),
-        max_ratio=jnp.max(jnp.stack(ratios)),
+        max_ratio=jnp.max(norm_u / scale),
         clipped=clipped,
         num_clipped=jnp.where(clipped, tree_lib.safe_increment(state.num_clipped), state.num_clipped),
         num_leaves_clipped=num_hit,
