@@ -27,11 +27,42 @@ def zero_unless(pred: jnp.ndarray, updates: Any) -> Any:
     return jax.tree.map(lambda u: jnp.where(pred, u, jnp.zeros_like(u)), updates)
 
 
-def guarded_step(inner, keep, accept, updates, inner_state, params, extra_args: dict) -> tuple:
+def step_unless_skipped(accept: jnp.ndarray, step, operand: Any, old: Any, axis_name: Any = None) -> tuple:
+    """``step(operand)`` -> (updates, new state) where the scalar ``accept`` holds; otherwise zero
+    updates and ``old`` unchanged, bit for bit (the new state is cast to ``old``'s dtypes).
+
+    Traced, a ``lax.cond``: an accepted step writes the new state in place, where a select
+    between new and old keeps the old state alive too (XLA copies it: on one 20M-parameter leaf,
+    protect's step took 86 ms against 52 ms with the cond). Inside ``shard_map`` (``axis_name``
+    given, or values that vary across a mesh axis, which the zero branch would not match) a
+    select. Eager, a Python branch, so ``step`` runs op by op as it does unwrapped.
+    """
+
+    def run(x):
+        updates, new = step(x)
+        return updates, jax.tree.map(lambda n, o: n.astype(jnp.result_type(o)), new, old)
+
+    def skip(x):
+        shapes = jax.eval_shape(run, x)[0]
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), old
+
+    if not isinstance(accept, jax.core.Tracer):
+        return run(operand) if bool(accept) else skip(operand)
+    if axis_name is None:
+        try:
+            return jax.lax.cond(accept, run, skip, operand)
+        except TypeError as e:
+            if "cond branches must have equal output types" not in str(e):
+                raise
+    updates, new = step(operand)
+    return zero_unless(accept, updates), select_tree(accept, new, old)
+
+
+def guarded_step(inner, keep, accept, updates, inner_state, params, extra_args: dict, axis_name: Any = None) -> tuple:
     """``inner``'s update (given the extra arguments ``keep`` lets through), kept only where ``accept``:
-    otherwise zero updates and the inner state unchanged, bit for bit."""
-    new_updates, new_inner = inner.update(updates, inner_state, params, **keep(extra_args))
-    return zero_unless(accept, new_updates), select_tree(accept, new_inner, inner_state)
+    otherwise zero updates and the inner state unchanged, bit for bit (:func:`step_unless_skipped`)."""
+    step = lambda g: inner.update(g, inner_state, params, **keep(extra_args))  # noqa: E731
+    return step_unless_skipped(accept, step, updates, inner_state, axis_name)
 
 
 def all_finite(tree: Any, axis_name: Any = None) -> jnp.ndarray:
@@ -119,7 +150,7 @@ def apply_if_finite(
         finite = all_finite(updates, axis_name)
         errors = jnp.where(finite, jnp.zeros((), jnp.int32), tree_lib.safe_increment(state.num_consecutive_errors))
         apply = finite | (errors > max_errors)
-        out, inner_state = guarded_step(inner, keep, apply, updates, state.inner_state, params, extra_args)
+        out, inner_state = guarded_step(inner, keep, apply, updates, state.inner_state, params, extra_args, axis_name)
         skipped = ~apply
         return out, ApplyIfFiniteState(
             inner_state=inner_state,
@@ -262,7 +293,7 @@ def skip_spikes(
         skipped = spike | ~finite
         accept = ~skipped
         extra = extra_args if value is None else {**extra_args, "value": value}
-        out, inner_state = guarded_step(inner, keep, accept, updates, state.inner_state, params, extra)
+        out, inner_state = guarded_step(inner, keep, accept, updates, state.inner_state, params, extra, axis_name)
         history = tree_lib.ring_write(state.history, state.num_recorded, v, accept)
         inc = tree_lib.safe_increment
         return out, SkipSpikesState(

@@ -36,10 +36,10 @@ def init_state(params: Any) -> ClipRelativeUpdateState:
     )
 
 
-def _sizes(leaves: list, axis_name: Any) -> list:
-    """Each leaf's number of elements (summed over the ``shard_map`` axes ``axis_name``)."""
-    sizes = [jnp.asarray(x.size, jnp.float32) for x in leaves]
-    return sizes if axis_name is None else [jax.lax.psum(n, axis_name) for n in sizes]
+def _sizes(leaves: list, axis_name: Any) -> jnp.ndarray:
+    """Each leaf's number of elements (summed over the ``shard_map`` axes ``axis_name``): one float32 vector."""
+    sizes = jnp.asarray([x.size for x in leaves], jnp.float32)
+    return sizes if axis_name is None else jax.lax.psum(sizes, axis_name)
 
 
 def relative_clip(
@@ -61,7 +61,7 @@ def relative_clip(
     # one vector of per-leaf scalars, so the bound is a few kernels, not a few per leaf
     stack = lambda xs: jnp.stack([x.astype(dt) for x in xs])  # noqa: E731
     norm_u = jnp.sqrt(stack(u_sq))
-    scale = jnp.maximum(jnp.sqrt(stack(w_sq)), floor * jnp.sqrt(stack(_sizes(u_leaves, axis_name))))  # √n·max(RMS(w), s)
+    scale = jnp.maximum(jnp.sqrt(stack(w_sq)), floor * jnp.sqrt(_sizes(u_leaves, axis_name).astype(dt)))  # √n·max(RMS(w), s)
     hit = norm_u > rho * scale
     factor = jnp.where(hit, rho * scale / norm_u, jnp.ones_like(norm_u))
     factor = jax.lax.optimization_barrier(factor)  # computed once, not inside every leaf's kernel
