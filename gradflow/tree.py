@@ -16,14 +16,16 @@ INT32_MAX = np.iinfo(np.int32).max
 # distinct reduction, and a tree of many small leaves of different shapes spends most
 # of its compile time there (1000 varied leaves: 24 s reducing each leaf, under 1 s
 # reducing them together). For the global norm the small leaves' squares are raveled,
-# concatenated per accumulation dtype and summed once; for per-leaf sums they are padded
-# with zeros to a common length per size bucket (powers of two) and stacked, one reduce
-# per bucket. Larger leaves keep one reduce each, fused into their producers: copying
-# them would cost more memory traffic than it saves (the threshold is measured by
-# benchmarks/step_bench.py's cases). Leaves sharded over a mesh with automatic axes are
-# never concatenated: their shardings are unknown while tracing, and a concatenation of
-# differently sharded operands would make XLA gather them. Neither are leaves with a
-# non-replicated explicit sharding.
+# concatenated per accumulation dtype and summed once. For per-leaf sums, small leaves
+# of one size are stacked and reduced row by row; a leaf whose size no other leaf shares
+# is reduced on its own (zero-padding leaves of different sizes into one stack cost more
+# than it saved: clip_relative_update on 300 varied leaves stepped in 26 ms that way,
+# 4 ms per leaf). Larger leaves keep one reduce each, fused into their producers:
+# copying them would cost more memory traffic than it saves (the threshold is measured
+# by benchmarks/step_bench.py's cases). Leaves sharded over a mesh with automatic axes
+# are never concatenated: their shardings are unknown while tracing, and a
+# concatenation of differently sharded operands would make XLA gather them. Neither
+# are leaves with a non-replicated explicit sharding.
 _SMALL = 1 << 16
 
 
@@ -75,20 +77,6 @@ def _small_groups(leaves: list) -> tuple[list, dict]:
     return alone, groups
 
 
-def _bucket(size: int) -> int:
-    """The power of two ≥ ``size`` that a small leaf is padded towards for per-leaf sums."""
-    return 1 << max(int(size) - 1, 0).bit_length()
-
-
-def _stacked_sums(squares: list) -> jnp.ndarray:
-    """Σ of each 1-D array in ``squares`` (one dtype), as one reduce over a zero-padded stack."""
-    if len(squares) == 1:
-        return jnp.sum(squares[0])[None]
-    width = max(s.size for s in squares)
-    rows = [s if s.size == width else jnp.pad(s, (0, width - s.size)) for s in squares]
-    return jnp.sum(jnp.stack(rows), axis=1)
-
-
 def _across(total: jnp.ndarray, axis_name: Any) -> jnp.ndarray:
     """Sum a per-shard partial sum over the ``shard_map`` mesh axes ``axis_name`` (if any)."""
     return total if axis_name is None else jax.lax.psum(total, axis_name)
@@ -97,23 +85,26 @@ def _across(total: jnp.ndarray, axis_name: Any) -> jnp.ndarray:
 def square_sums(leaves: list, axis_name: Any = None) -> list:
     """[Σ|x|² for x in leaves], each accumulated in at least float32.
 
-    Small leaves (see ``_SMALL``) of one accumulation dtype are raveled, padded
-    with zeros to a common length per size bucket, stacked and reduced by one
-    reduce per bucket; sharded leaves are never stacked with others.
-    ``axis_name`` as in :func:`global_norm` (one ``psum`` of the stacked sums).
+    Small leaves (see ``_SMALL``) of one accumulation dtype and one size are raveled,
+    stacked and reduced by one reduce per size; every other leaf by its own reduce.
+    Sharded leaves are never stacked with others. ``axis_name`` as in
+    :func:`global_norm` (one ``psum`` of the stacked sums).
     """
     out: list = [None] * len(leaves)
     alone, groups = _small_groups(leaves)
-    for i in alone:
-        out[i] = _square_sum(leaves[i])
     for idx in groups.values():
-        buckets: dict = {}
+        by_size: dict = {}
         for i in idx:
-            buckets.setdefault(_bucket(leaves[i].size), []).append(i)
-        for chunk in buckets.values():
-            sums = _stacked_sums([wide_abs_sq(leaves[i]).ravel() for i in chunk])
+            by_size.setdefault(leaves[i].size, []).append(i)
+        for chunk in by_size.values():
+            if len(chunk) == 1:
+                alone.append(chunk[0])
+                continue
+            sums = jnp.sum(jnp.stack([wide_abs_sq(leaves[i]).ravel() for i in chunk]), axis=1)
             for j, i in enumerate(chunk):
                 out[i] = sums[j]
+    for i in alone:
+        out[i] = _square_sum(leaves[i])
     if axis_name is not None and out:
         dtype = jnp.result_type(*out)
         summed = jax.lax.psum(jnp.stack([t.astype(dtype) for t in out]), axis_name)

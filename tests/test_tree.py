@@ -66,10 +66,15 @@ def test_global_norm_reduces_small_leaves_once():
     assert count_reduces(gf.global_norm, leaves) == 3
 
 
-def test_square_sums_reduce_small_leaves_once_per_size_bucket():
-    leaves = varied_leaves(60)
-    buckets = {tree_lib._bucket(x.size) for x in leaves}
-    assert count_reduces(tree_lib.square_sums, leaves) == len(buckets) < 10
+def test_square_sums_reduce_small_leaves_once_per_size():
+    # 20 leaves of 1024 elements and 10 of 128 (two shapes) are stacked, one reduce per size;
+    # the five leaves whose sizes no other shares are reduced on their own
+    same = [jnp.full((32, 32), 0.5)] * 20 + [jnp.ones((16, 8)), jnp.ones((8, 16))] * 5
+    lone = [jnp.ones((n,)) for n in (3, 5, 7, 11, 13)]
+    leaves = same + lone
+    assert count_reduces(tree_lib.square_sums, leaves) == 2 + 5
+    got = [float(t) for t in tree_lib.square_sums(leaves)]
+    assert got == [float(np.sum(np.square(np.asarray(x)))) for x in leaves]
 
 
 def test_empty_tree_has_norm_zero():
