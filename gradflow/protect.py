@@ -199,9 +199,9 @@ def protect(
     ``threshold`` skips less.
 
     Cost: not free. ``benchmarks/protect_overhead.py`` (one CPU run): a step of
-    ``protect`` around the standard recipe took 77 ms against 41 ms unprotected on
-    one 20M-parameter leaf (51 ms without the update clip), and 37 ms against 8.7 ms
-    on 300 small leaves (11 ms without it), whose step compiled in 43 s against 17 s.
+    ``protect`` around the standard recipe took 73 ms against 40 ms unprotected on
+    one 20M-parameter leaf (49 ms without the update clip), and 12 ms against 7.2 ms
+    on 300 small leaves (8.2 ms without it), whose step compiled in 30 s against 15 s.
     Under ``jax.jit`` a skip is a ``lax.cond`` (a select inside ``shard_map``), so an
     accepted step writes the inner state in place.
 
