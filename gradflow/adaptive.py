@@ -551,15 +551,11 @@ def scale_by_trust_ratio(
     wd_num = hparams.static_number(weight_decay)
     uses_decay = wd_num is None or wd_num != 0  # numbers decide the structure; arrays never do
 
-    def init_fn(params):
-        del params
-        return ScaleByTrustRatioState(count=tree_lib.zero_count())
+    init_fn = tree_lib.count_init(ScaleByTrustRatioState)
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
-        if params is None:
-            raise ValueError(f"{fn}: update needs params (pass params=...)")
-        tree_lib.check_same_shapes(fn, updates, params)
+        tree_lib.check_params_given(fn, updates, params)
         wd = hparams.value_at(weight_decay, state.count) if uses_decay else 0.0
 
         u_leaves, treedef = jax.tree.flatten(updates)
