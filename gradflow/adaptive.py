@@ -245,7 +245,7 @@ def scale_by_rms(
     v starts at ``initial_scale``, m at 0.
 
     Args:
-      decay: β in [0, 1).
+      decay: β in [0, 1) (PyTorch's ``alpha``).
       eps: ε ≥ 0.
       eps_in_sqrt: ε inside the root (docs/equations.md, eq. (15); optax's default) instead of
         outside (docs/equations.md, eq. (14); PyTorch).
@@ -351,7 +351,7 @@ def scale_by_adam(
       eps_root: ε_root ≥ 0, inside the root.
       bias_correction: divide the moments by 1 − βᵏ (Kingma & Ba); False gives
         the Adam of docs/equations.md, eq. (16).
-      nesterov: Dozat's Nesterov-accelerated Adam.
+      nesterov: Dozat's Nesterov-accelerated Adam (NAdam as optax writes it); needs β₁ > 0.
       mu_dtype: dtype of m (default: the parameter's dtype).
       nu_dtype: dtype of v (default: the parameter's dtype). With float16
         parameters, v = (1 − β₂)·g² underflows to 0 for small gradients and the
@@ -441,11 +441,9 @@ def scale_by_amsgrad(
       eps: ε ≥ 0.
       bias_correction: debias m, and v (after the maximum, unless ``max_of_debiased``).
       eps_root: ε_root ≥ 0, inside the root.
-      mu_dtype: dtype of m (default: the parameter's dtype).
-      nu_dtype: dtype of v (default: the parameter's dtype). With float16
-        parameters, v = (1 − β₂)·g² underflows to 0 for small gradients and the
-        update m/(√0 + ε) overflows float16: pass ``nu_dtype=jnp.float32``.
-      max_of_debiased: keep the maximum of the debiased second moment (optax's default).
+      mu_dtype, nu_dtype: as in :func:`scale_by_adam`.
+      max_of_debiased: keep the maximum of the debiased second moment (optax's default; needs
+        ``bias_correction``).
 
     Returns:
       A :class:`~gradflow.GradientTransformation` with :class:`ScaleByAmsgradState`.
@@ -553,15 +551,11 @@ def scale_by_trust_ratio(
     wd_num = hparams.static_number(weight_decay)
     uses_decay = wd_num is None or wd_num != 0  # numbers decide the structure; arrays never do
 
-    def init_fn(params):
-        del params
-        return ScaleByTrustRatioState(count=tree_lib.zero_count())
+    init_fn = tree_lib.count_init(ScaleByTrustRatioState)
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
-        if params is None:
-            raise ValueError(f"{fn}: update needs params (pass params=...)")
-        tree_lib.check_same_shapes(fn, updates, params)
+        tree_lib.check_params_given(fn, updates, params)
         wd = hparams.value_at(weight_decay, state.count) if uses_decay else 0.0
 
         u_leaves, treedef = jax.tree.flatten(updates)

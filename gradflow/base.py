@@ -105,16 +105,7 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
 
 def identity() -> GradientTransformation:
     """u ← g: returns the updates unchanged, with an :class:`EmptyState`."""
-
-    def init_fn(params):
-        del params
-        return EmptyState()
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        return updates, state
-
-    return GradientTransformation(init_fn, update_fn)
+    return stateless(lambda updates, params: updates)
 
 
 def stateless(fn: Callable[[Updates, Params | None], Updates]) -> GradientTransformation:

@@ -446,9 +446,7 @@ def adaptive_grad_clip(
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
-        if params is None:
-            raise ValueError("adaptive_grad_clip: update needs params (pass params=...)")
-        tree_lib.check_same_shapes("adaptive_grad_clip", updates, params)
+        tree_lib.check_params_given("adaptive_grad_clip", updates, params)
         dt = state.norm.dtype
         lam = hparams.value_at(clipping, state.count)
         g_leaves, treedef = jax.tree.flatten(updates)

@@ -109,9 +109,7 @@ def adagrad(
 
     Args:
       learning_rate: α ≥ 0, or a schedule ``t -> α_t``.
-      initial_accumulator_value: G₀ ≥ 0.
-      eps: ε ≥ 0.
-      eps_in_sqrt: put ε inside the root.
+      initial_accumulator_value, eps, eps_in_sqrt: as in :func:`~gradflow.adaptive.scale_by_rss`.
       lr_decay: PyTorch's lr_decay ≥ 0.
 
     Returns:
@@ -182,14 +180,9 @@ def rmsprop(
 
     Args:
       learning_rate: α ≥ 0, or a schedule.
-      decay: β in [0, 1) (PyTorch's ``alpha``).
-      eps: ε ≥ 0.
-      eps_in_sqrt: ε inside the root.
-      centered: use the centered (variance) estimate.
+      decay, eps, eps_in_sqrt, centered, initial_scale, bias_correction: as in :func:`~gradflow.adaptive.scale_by_rms`.
       momentum: μ in [0, 1]; 0 disables the buffer.
       nesterov: Nesterov look-ahead (needs μ > 0).
-      initial_scale: v₀ ≥ 0.
-      bias_correction: divide v (and m) by 1 − βᵏ, k = t + 1.
 
     Returns:
       ``chain(scale_by_rms(...), trace(μ, nesterov) or identity(), scale_by_learning_rate(α))``.
@@ -249,21 +242,13 @@ def adam(
 ) -> GradientTransformation:
     """Adam: moving averages of g and g², with bias correction.
 
-    m ← β₁·m + (1 − β₁)·g;  v ← β₂·v + (1 − β₂)·g²;
-    m̂ = m/(1 − β₁ᵏ), v̂ = v/(1 − β₂ᵏ), k = t + 1;  θ ← θ − α_t·m̂/(√(v̂ + ε_root) + ε).
+    θ ← θ − α_t·m̂/(√(v̂ + ε_root) + ε), with the moments m̂, v̂ of :func:`~gradflow.adaptive.scale_by_adam`;
     ``bias_correction=False`` uses m and v directly (docs/equations.md, eq. (16)).
 
     Args:
       learning_rate: α ≥ 0, or a schedule.
-      b1: β₁ in [0, 1).
-      b2: β₂ in [0, 1).
-      eps: ε ≥ 0, outside the root.
-      eps_root: ε_root ≥ 0, inside the root.
-      bias_correction: Kingma & Ba's bias correction.
-      nesterov: NAdam (Dozat 2016) as optax writes it; needs β₁ > 0.
-      mu_dtype: dtype of the first moment (default: the parameter's dtype).
-      nu_dtype: dtype of the second moment (default: the parameter's dtype);
-        ``jnp.float32`` keeps float16 models from underflowing it to 0.
+      b1, b2, eps, eps_root, bias_correction, nesterov, mu_dtype, nu_dtype: as in
+        :func:`~gradflow.adaptive.scale_by_adam`.
 
     Returns:
       ``chain(scale_by_adam(...), scale_by_learning_rate(α))``.
@@ -313,22 +298,13 @@ def amsgrad(
 ) -> GradientTransformation:
     """AMSGrad: Adam whose second moment never decreases.
 
-    m ← β₁·m + (1 − β₁)·g;  v ← β₂·v + (1 − β₂)·g²;  v_max ← max(v_max, v);
-    θ ← θ − α_t·m̂ / (√(v_max/(1 − β₂ᵏ)) + ε),  m̂ = m/(1 − β₁ᵏ), k = t + 1  (default, PyTorch);
-    θ ← θ − α_t·m / (√v_max + ε)  (``bias_correction=False``: Reddi et al., Algorithm 2).
-    ``max_of_debiased=True`` keeps max(v_max, v/(1 − β₂ᵏ)) instead (optax's default).
+    θ ← θ − α_t·u, with u the direction of :func:`~gradflow.adaptive.scale_by_amsgrad`, where
+    v_max ← max(v_max, v):  u = m̂ / (√(v_max/(1 − β₂ᵏ) + ε_root) + ε)  (default, PyTorch).
 
     Args:
       learning_rate: α ≥ 0, or a schedule.
-      b1: β₁ in [0, 1).
-      b2: β₂ in [0, 1).
-      eps: ε ≥ 0.
-      bias_correction: debias m, and v after the maximum.
-      eps_root: ε_root ≥ 0, inside the root.
-      mu_dtype: dtype of the first moment.
-      nu_dtype: dtype of the second moment (default: the parameter's dtype);
-        ``jnp.float32`` keeps float16 models from underflowing it to 0.
-      max_of_debiased: take the maximum of the debiased second moment (needs bias_correction).
+      b1, b2, eps, eps_root, bias_correction, max_of_debiased, mu_dtype, nu_dtype: as in
+        :func:`~gradflow.adaptive.scale_by_amsgrad`.
 
     Returns:
       ``chain(scale_by_amsgrad(...), scale_by_learning_rate(α))``.
@@ -381,19 +357,13 @@ def adamw(
 ) -> GradientTransformation:
     """AdamW: Adam with decoupled weight decay, scaled by the learning rate.
 
-    θ ← θ − α_t·(m̂/(√(v̂ + ε_root) + ε) + λ_t·θ), with Adam's m̂ and v̂.
+    θ ← θ − α_t·(m̂/(√(v̂ + ε_root) + ε) + λ_t·θ), with the m̂ and v̂ of :func:`~gradflow.adaptive.scale_by_adam`.
 
     Args:
       learning_rate: α ≥ 0, or a schedule.
-      b1: β₁ in [0, 1).
-      b2: β₂ in [0, 1).
-      eps: ε ≥ 0.
+      b1, b2, eps, eps_root, mu_dtype, nu_dtype: as in :func:`~gradflow.adaptive.scale_by_adam`.
       weight_decay: λ ≥ 0, or a schedule.
       mask: tree of bools like the params (or ``params -> tree``); ``False`` leaves are not decayed.
-      eps_root: ε_root ≥ 0, inside the root.
-      mu_dtype: dtype of the first moment.
-      nu_dtype: dtype of the second moment (default: the parameter's dtype);
-        ``jnp.float32`` keeps float16 models from underflowing it to 0.
 
     Returns:
       ``chain(scale_by_adam(...), add_decayed_weights(λ, mask), scale_by_learning_rate(α))``.
@@ -445,14 +415,10 @@ def lars(
     Args:
       learning_rate: the global rate α ≥ 0 (You et al.'s γ), or a schedule.
       weight_decay: λ ≥ 0, or a schedule.
-      trust_coefficient: η ≥ 0.
-      eps: ε ≥ 0 in the denominator.
+      trust_coefficient, eps, axis_name: as in :func:`~gradflow.adaptive.scale_by_trust_ratio`.
       momentum: μ in [0, 1]; 0 disables the buffer.
       nesterov: Nesterov look-ahead (needs μ > 0).
       decay_inside_norm: measure the decayed gradient's norm, as optax does.
-      axis_name: mesh axis (or axes) for the per-leaf norms. Inside shard_map,
-        pass the mesh axis name the leaves are split over; under plain ``jit``
-        leave it None.
 
     Returns:
       ``chain(scale_by_trust_ratio(η, ε, λ), scale_by_learning_rate(α), [trace(μ, nesterov)])``
@@ -516,18 +482,10 @@ def lamb(
 
     Args:
       learning_rate: α ≥ 0, or a schedule.
-      b1: β₁ in [0, 1).
-      b2: β₂ in [0, 1).
-      eps: ε ≥ 0.
+      b1, b2, eps, eps_root, mu_dtype, nu_dtype: as in :func:`~gradflow.adaptive.scale_by_adam`.
       weight_decay: λ ≥ 0, or a schedule.
       mask: tree of bools (or ``params -> tree``); ``False`` leaves are not decayed.
-      eps_root: ε_root ≥ 0, inside the root.
-      mu_dtype: dtype of the first moment (default: the parameter's dtype).
-      nu_dtype: dtype of the second moment (default: the parameter's dtype);
-        ``jnp.float32`` keeps float16 models from underflowing it to 0.
-      axis_name: mesh axis (or axes) for the per-leaf norms. Inside shard_map,
-        pass the mesh axis name the leaves are split over; under plain ``jit``
-        leave it None.
+      axis_name: as in :func:`~gradflow.adaptive.scale_by_trust_ratio`.
 
     Returns:
       ``chain(scale_by_adam(...), add_decayed_weights(λ, mask), scale_by_trust_ratio(),

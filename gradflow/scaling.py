@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
-from gradflow.base import EmptyState, GradientTransformation, chain
+from gradflow.base import GradientTransformation, chain, stateless
 
 
 def scale(step_size: float) -> GradientTransformation:
@@ -20,16 +20,7 @@ def scale(step_size: float) -> GradientTransformation:
       step_size: the factor s (any finite number; negative flips the direction).
     """
     hparams.check_finite("scale", "step_size", step_size)
-
-    def init_fn(params):
-        del params
-        return EmptyState()
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        return tree_lib.times_scalar(updates, step_size), state
-
-    return GradientTransformation(init_fn, update_fn)
+    return stateless(lambda updates, params: tree_lib.times_scalar(updates, step_size))
 
 
 class ScaleByScheduleState(NamedTuple):
@@ -48,9 +39,7 @@ def scale_by_schedule(step_size_fn: Callable[[Any], Any]) -> GradientTransformat
     if not callable(step_size_fn):
         raise ValueError(f"scale_by_schedule: step_size_fn must be callable, got {step_size_fn!r}")
 
-    def init_fn(params):
-        del params
-        return ScaleByScheduleState(count=tree_lib.zero_count())
+    init_fn = tree_lib.count_init(ScaleByScheduleState)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
@@ -182,15 +171,11 @@ def add_decayed_weights(
     """
     hparams.check_non_negative("add_decayed_weights", "weight_decay", weight_decay)
 
-    def init_fn(params):
-        del params
-        return AddDecayedWeightsState(count=tree_lib.zero_count())
+    init_fn = tree_lib.count_init(AddDecayedWeightsState)
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
-        if params is None:
-            raise ValueError("add_decayed_weights: update needs params (pass params=...)")
-        tree_lib.check_same_shapes("add_decayed_weights", updates, params)
+        tree_lib.check_params_given("add_decayed_weights", updates, params)
         wd = hparams.value_at(weight_decay, state.count, "add_decayed_weights", "weight_decay")
         decay = lambda g, p: (g + p * hparams.as_scalar(wd, p.dtype)).astype(g.dtype)  # noqa: E731
         if mask is None:

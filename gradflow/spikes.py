@@ -76,9 +76,10 @@ def scale_by_adam_atan2(
 
     Args:
       b1: β₁ in [0, 1).
-      b2: β₂ in [0, 1).
-      a: the output scale a > 0.
-      b: the scale b > 0 of the denominator.
+      b2: β₂ in [0, 1) (the paper's and the reference code's 0.99).
+      a: the output scale a > 0; 1.27 (the reference code's default) makes the step's scale
+        match Adam's for typical m̂/√v̂.
+      b: the scale b > 0 of the denominator (the reference code's 1).
       mu_dtype: dtype of m (default: the parameter's dtype).
       nu_dtype: dtype of v (default: the parameter's dtype).
 
@@ -145,15 +146,9 @@ def adam_atan2(
 
     Args:
       learning_rate: α ≥ 0, or a schedule.
-      b1: β₁ in [0, 1).
-      b2: β₂ in [0, 1) (the paper's and the reference code's 0.99).
-      a: a > 0; 1.27 (the reference code's default) makes the step's scale match
-        Adam's for typical m̂/√v̂.
-      b: b > 0 (the reference code's 1).
+      b1, b2, a, b, mu_dtype, nu_dtype: as in :func:`scale_by_adam_atan2`.
       weight_decay: λ ≥ 0, or a schedule; decoupled and scaled by α_t as in AdamW.
       mask: tree of bools like the params (or ``params -> tree``); ``False`` leaves are not decayed.
-      mu_dtype: dtype of the first moment.
-      nu_dtype: dtype of the second moment.
 
     Returns:
       ``chain(scale_by_adam_atan2(...), add_decayed_weights(λ, mask), scale_by_learning_rate(α))``;
@@ -219,9 +214,11 @@ def scale_by_stable_adam(
 
     Args:
       b1: β₁ in [0, 1).
-      b2: β₂ in [0, 1).
-      eps: ε > 0, added to √v̂ and squared as the floor of v̂ inside the RMS.
-      clip_threshold: d > 0, the RMS above which a tensor's step is shrunk.
+      b2: β₂ in [0, 1) (the reference code's 0.99).
+      eps: ε > 0, added to √v̂ and squared as the floor of v̂ inside the RMS. The reference
+        code's default is 1e-8; gradflow takes 1e-6, the value other StableAdamW implementations use.
+      clip_threshold: d > 0, the RMS above which a tensor's step is shrunk (the reference code's
+        ``clip_thresh``, default 1).
       mu_dtype: dtype of m (default: the parameter's dtype).
       nu_dtype: dtype of v (default: the parameter's dtype).
 
@@ -318,15 +315,9 @@ def stable_adamw(
 
     Args:
       learning_rate: α ≥ 0, or a schedule.
-      b1: β₁ in [0, 1).
-      b2: β₂ in [0, 1) (the reference code's 0.99).
-      eps: ε > 0. The reference code's default is 1e-8; gradflow takes 1e-6, the value
-        other StableAdamW implementations use.
+      b1, b2, eps, clip_threshold, mu_dtype, nu_dtype: as in :func:`scale_by_stable_adam`.
       weight_decay: λ ≥ 0, or a schedule (the reference code's default is CLIP's 0.2).
       mask: tree of bools like the params (or ``params -> tree``); ``False`` leaves are not decayed.
-      clip_threshold: d > 0 (the reference code's ``clip_thresh``, default 1).
-      mu_dtype: dtype of the first moment.
-      nu_dtype: dtype of the second moment.
 
     Returns:
       ``chain(scale_by_stable_adam(...), add_decayed_weights(λ, mask), scale_by_learning_rate(α))``.
@@ -417,8 +408,8 @@ def scale_by_spam(
       b2: β₂ in [0, 1).
       eps: ε ≥ 0, added to √v (not bias-corrected, as in the code).
       threshold: θ ≥ 0 of the spike-aware clipping; 0 turns it off.
-      reset_interval: ΔT ≥ 0, updates between moment resets; 0 never resets (an extension:
-        the code needs ΔT > 0).
+      reset_interval: ΔT ≥ 0 (the code's ``DeltaT``), updates between moment resets; 0 never
+        resets (an extension: the code needs ΔT > 0).
       warmup_steps: W ≥ 0, the length of the cosine warm-up after each reset.
       clip_start: N ≥ 0 (the code's ``grad_accu_steps``), see step 2.
       adaptive_clip: use Stable-SPAM's adaptive threshold instead of θ·v.
@@ -572,19 +563,10 @@ def spam(
 
     Args:
       learning_rate: α ≥ 0, or a schedule.
-      b1: β₁ in [0, 1).
-      b2: β₂ in [0, 1).
-      eps: ε ≥ 0.
+      b1, b2, eps, threshold, reset_interval, warmup_steps, clip_start, adaptive_clip, max_decay, mu_dtype, nu_dtype:
+        as in :func:`scale_by_spam` (whose θ is θ_c here; the defaults are the code's).
       weight_decay: λ ≥ 0, or a schedule; decoupled as in AdamW (not warmed up).
       mask: tree of bools like the params (or ``params -> tree``); ``False`` leaves are not decayed.
-      threshold: θ_c ≥ 0 (the code's default 5000); 0 turns the clipping off.
-      reset_interval: ΔT ≥ 0 (the code's ``DeltaT``, default 500); 0 never resets.
-      warmup_steps: W ≥ 0 (default 150).
-      clip_start: N ≥ 0 (the code's ``grad_accu_steps``, default 20).
-      adaptive_clip: Stable-SPAM's adaptive threshold instead of θ_c·v.
-      max_decay: γ in [0, 1) for ``adaptive_clip`` (Stable-SPAM's ``gamma3``, default 0.999).
-      mu_dtype: dtype of the first moment.
-      nu_dtype: dtype of the second moment.
 
     Returns:
       ``chain(scale_by_spam(...), add_decayed_weights(λ, mask), scale_by_learning_rate(α))``.

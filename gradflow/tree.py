@@ -225,6 +225,11 @@ def zero_count() -> jnp.ndarray:
     return jnp.zeros((), jnp.int32)
 
 
+def count_init(state_cls: Any) -> Any:
+    """The ``init`` of a transform whose state is only a step counter: ``params -> state_cls(count=0)``."""
+    return lambda params: state_cls(count=zero_count())
+
+
 def _leaf_dtype(x: Any) -> Any:
     return x.dtype if hasattr(x, "dtype") else jnp.result_type(x)
 
@@ -283,6 +288,13 @@ def check_same_shapes(fn: str, updates: Any, reference: Any, what: str = "params
                 f"{fn}: updates leaf {jax.tree_util.keystr(path) or '<root>'} has shape {a} "
                 f"but the {what}' leaf has shape {b}"
             )
+
+
+def check_params_given(fn: str, updates: Any, params: Any) -> None:
+    """Raise ``ValueError`` when ``update`` got no ``params``, else check them as :func:`check_same_shapes`."""
+    if params is None:
+        raise ValueError(f"{fn}: update needs params (pass params=...)")
+    check_same_shapes(fn, updates, params)
 
 
 def check_float_leaves(fn: str, tree: Any, what: str = "params") -> None:
