@@ -89,7 +89,7 @@ def _clip_to_history(updates, norm, finite, judged: _Verdict, c, need) -> tuple:
     return tree_lib.times_scalar(updates, factor, in_leaf_dtype=False), clipped
 
 
-def _clip_relative(updates, params, clip_state, ratio, min_rms, axis_name) -> tuple:
+def _clip_relative(updates, params, clip_state, ratio, min_rms, hold, axis_name) -> tuple:
     """(updates, clip state) after :func:`gradflow.clip_relative_update`'s rule; as they are when the ratio is None."""
     if ratio is None:
         return updates, clip_state
@@ -98,7 +98,7 @@ def _clip_relative(updates, params, clip_state, ratio, min_rms, axis_name) -> tu
             "protect: max_update_ratio bounds each step relative to its weights, so update needs "
             "params: call update(grads, state, params, ...), or build protect(..., max_update_ratio=None)"
         )
-    return relative_update.relative_clip("protect", updates, params, clip_state, ratio, min_rms, axis_name)
+    return relative_update.relative_clip("protect", updates, params, clip_state, ratio, min_rms, hold, axis_name)
 
 
 def _new_state(state, judged: _Verdict, loss, norm, finite, clipped, new_inner, new_clip, size) -> ProtectState:
@@ -140,6 +140,7 @@ def protect(
     clip_to_history: float | None = None,
     max_update_ratio: float | None = 0.1,
     min_weight_rms: float = 0.01,
+    hold_update_cut: bool = True,
     axis_name: Any = None,
 ) -> GradientTransformation:
     """Wrap any optimizer (gradflow's or optax's) in the defences that the stability benchmark supports.
@@ -155,8 +156,9 @@ def protect(
       clip:        with c = ``clip_to_history``, g_t ← g_t·min(1, c·m_‖g‖/‖g_t‖);
       otherwise    (u_t, s_t) = inner(g_t, s_{t−1}), and ℓ_t, ‖g_t‖ join the windows;
       update clip: with ρ = ``max_update_ratio`` and s = ``min_weight_rms``, each
-                   tensor's step u_i ← u_i·min(1, ρ·max(RMS(w_i), s)/RMS(u_i))
-                   (:func:`gradflow.clip_relative_update`).
+                   tensor's step u_i ← f_i·u_i, f_i the smallest min(1, ρ·max(RMS(w_i), s)/RMS(u_i))
+                   so far (this step's alone with ``hold_update_cut=False``;
+                   :func:`gradflow.clip_relative_update`).
 
     A skipped step returns zero updates and the inner state exactly as it was
     (counters, schedules, moments: bit for bit); its values do not enter the
@@ -208,16 +210,19 @@ def protect(
     The relative update clip (ρ = 0.1, s = 0.01) is on by default: a tensor moves
     by at most a tenth of its RMS per step, which an adaptive optimizer's step
     (about the learning rate per element) exceeds only past the rates that train
-    well. In the benchmark's transformer sweep over peak rates 10⁻³…1 it takes the
-    LR sensitivity from 0.191 to 0.128 (0.67×): at rate 1 the final loss is 2.796
-    against 3.246, at 0.1 2.707 against 3.045, at the standard recipe's best rate
-    (0.01) 2.817 against 2.848, and no rate ends worse; the RNN 2.337 against
-    2.336, the corrupted targets and float16 as above. (The 16-layer MLP ends at
-    0.272 against 0.322, but there protect without the update clip, which skips
-    nothing and so changes nothing, also ends at 0.270: that scenario's runs are
-    chaotic and differ by ±15% between compiled programs.) ρ = 0.05 ended better
-    at every rate from 0.01 on (0.66×) but 0.3% worse on the RNN; ρ = 0.03 0.65×
-    but 0.6% worse at 10⁻³; ρ = 0.3 never acted. It
+    well. In the benchmark's transformer sweep over peak rates 10⁻³…1 (steps of √10)
+    it takes the LR sensitivity from 0.210 to 0.112 (0.53×): at rate 1 the final
+    loss is 2.669 against 3.246, at 0.1 2.682 against 3.045, at 0.01 2.747 against
+    2.848, the best rate ends at 2.658 against the standard recipe's best 2.805, and
+    no rate ends worse; the RNN 2.342 against 2.336, the corrupted targets and
+    float16 as above. Holding the cut (``hold_update_cut=True``) is what anneals the
+    cut tensors: cutting each step alone, rate 1 ended at 2.796 and the best rate at
+    2.706. (The 16-layer MLP ends at 0.291 against 0.322, but there protect without
+    the update clip, which skips nothing and so changes nothing, ends at 0.270: that
+    scenario's runs are chaotic and differ by ±15% between compiled programs.) On the
+    earlier five-rate grid, without holding, ρ = 0.05 ended better at every rate from
+    0.01 on but 0.3% worse on the RNN; ρ = 0.03 0.6% worse at 10⁻³; ρ = 0.3 never
+    acted. It
     slows tensors that start at zero (biases) to ρ·s = 10⁻³ per element per step
     until they reach RMS s; ``max_update_ratio=None`` switches it off.
 
@@ -239,6 +244,8 @@ def protect(
         None for no update clip (``update`` then needs no ``params``).
       min_weight_rms: s > 0, the RMS assumed for tensors smaller than it (0 is refused: a tensor
         that starts at zero would never move).
+      hold_update_cut: keep each tensor's smallest update-clip factor so far (True), so the
+        schedule still anneals a tensor once cut, or cut each step on its own (False).
       axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
         leaf is split over; norms and finiteness are reduced across it. Leave ``None``
         under ``jax.jit``.
@@ -292,7 +299,8 @@ def protect(
     if clip_to_history is not None:
         hparams.check_positive(fn, "clip_to_history", clip_to_history)
     if max_update_ratio is not None:
-        relative_update.check_args(fn, "max_update_ratio", max_update_ratio, min_weight_rms)
+        relative_update.check_args(fn, "max_update_ratio", max_update_ratio, min_weight_rms,
+                                   hold_update_cut=hold_update_cut)
     hparams.check_flags(fn, skip_not_finite=skip_not_finite, watch_loss=watch_loss, watch_grad_norm=watch_grad_norm)
     size, need = int(window), int(min_samples)
     keep = extra_args_filter(inner.update)
@@ -332,7 +340,7 @@ def protect(
         def step(grads):
             new_updates, new_inner = inner.update(grads, state.inner_state, params, **keep(extra))
             new_updates, new_clip = _clip_relative(new_updates, params, state.update_clip,
-                                                   max_update_ratio, min_weight_rms, axis_name)
+                                                   max_update_ratio, min_weight_rms, hold_update_cut, axis_name)
             return new_updates, (new_inner, new_clip)
 
         old = (state.inner_state, state.update_clip)

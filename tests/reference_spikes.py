@@ -203,14 +203,17 @@ def grad_scaler(scaled_grads_finite, init_scale=2.0**16, growth_factor=2.0, back
     return scales, scale
 
 
-def adam_relative_clip(params, grads, lr, max_ratio, min_weight_rms, b1=0.9, b2=0.999, eps=1e-8):
+def adam_relative_clip(params, grads, lr, max_ratio, min_weight_rms, b1=0.9, b2=0.999, eps=1e-8, hold=False):
     """Adam's step u (Kingma & Ba, bias-corrected), then per tensor, with RMS(x) = √(mean x²):
     b = ρ·max(RMS(θ), s);  u ← u·b/RMS(u) where RMS(u) > b;  θ ← θ + u.
+    With ``hold``, each tensor keeps the smallest factor so far instead:
+    f ← min(f, b/RMS(u)) (f = 1 at first);  u ← f·u where f < 1.
 
     Returns the parameters after every step and, per step, the leaves whose step was cut."""
     theta = _f64(params)
     m = {k: np.zeros_like(v) for k, v in theta.items()}
     v = {k: np.zeros_like(x) for k, x in theta.items()}
+    f = {k: 1.0 for k in theta}
     out, cut = [], []
     for t, g in enumerate(grads):
         k_, step_cut = t + 1, []
@@ -221,8 +224,11 @@ def adam_relative_clip(params, grads, lr, max_ratio, min_weight_rms, b1=0.9, b2=
             u = -lr * (m[k] / (1 - b1**k_)) / (np.sqrt(v[k] / (1 - b2**k_)) + eps)
             bound = max_ratio * max(math.sqrt(np.mean(theta[k] ** 2)), min_weight_rms)
             rms_u = math.sqrt(np.mean(u**2))
-            if rms_u > bound:
-                u = u * (bound / rms_u)
+            factor = bound / rms_u if rms_u > bound else 1.0
+            if hold:
+                f[k] = factor = min(f[k], factor)
+            if factor < 1.0:
+                u = u * factor
                 step_cut.append(k)
             theta[k] = theta[k] + u
         out.append({k: x.copy() for k, x in theta.items()})

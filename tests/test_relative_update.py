@@ -20,13 +20,14 @@ def _grads(steps=150):
 
 @pytest.mark.parametrize("lr, rho, floor", [(0.05, 0.1, 0.01), (0.003, 0.05, 0.02), (1.0, 0.2, 1e-4)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_adam_then_clip_matches_reference_over_spiky_steps(lr, rho, floor, dtype, request):
+@pytest.mark.parametrize("hold", [True, False])
+def test_adam_then_clip_matches_reference_over_spiky_steps(lr, rho, floor, dtype, hold, request):
     if dtype == "float64":
         request.getfixturevalue("x64")
     dt = jnp.dtype(dtype)
     grads = _grads()
-    want, cut = reference_spikes.adam_relative_clip(PARAMS, grads, lr, rho, floor)
-    tx = gf.chain(gf.adam(lr), gf.clip_relative_update(rho, floor))
+    want, cut = reference_spikes.adam_relative_clip(PARAMS, grads, lr, rho, floor, hold=hold)
+    tx = gf.chain(gf.adam(lr), gf.clip_relative_update(rho, floor, hold=hold))
     traces = []
 
     def step(p, s, g):
@@ -48,7 +49,7 @@ def test_adam_then_clip_matches_reference_over_spiky_steps(lr, rho, floor, dtype
             scale = float(np.max(np.abs(want[t][k]))) + 1e-3  # float32 error grows with the leaf's magnitude
             np.testing.assert_allclose(np.asarray(p[k], np.float64), want[t][k], rtol=rtol, atol=rtol * scale,
                                        err_msg=f"step {t}, leaf {k}")
-    assert int(clip_state.num_clipped) == n_cut and 0 < n_cut < len(grads) or lr == 1.0
+    assert int(clip_state.num_clipped) == n_cut and (0 < n_cut < len(grads) or hold or lr == 1.0)
     assert len(traces) == 1
 
 
@@ -76,6 +77,22 @@ def test_a_big_step_is_cut_to_the_bound_keeping_its_direction():
     assert bool(state.clipped) and int(state.num_leaves_clipped) == 2 and int(state.num_clipped) == 1
 
 
+def test_a_held_cut_keeps_scaling_later_steps_until_a_larger_cut():
+    params = {"w": jnp.full((4,), 2.0)}
+    tx, loose = gf.clip_relative_update(0.1, 0.01), gf.clip_relative_update(0.1, 0.01, hold=False)
+    state, loose_state = tx.init(params), loose.init(params)
+    factors = []
+    for step in [1.0, 0.1, 0.1, 2.0, 0.1]:  # ratios 0.5, 0.05, 0.05, 1, 0.05 against ρ = 0.1
+        g = {"w": jnp.full((4,), step)}
+        u, state = tx.update(g, state, params)
+        v, loose_state = loose.update(g, loose_state, params)
+        factors.append(float(u["w"][0]) / step)
+        np.testing.assert_allclose(float(v["w"][0]), min(step, 0.2), rtol=1e-6)  # without hold each step is cut alone
+    np.testing.assert_allclose(factors, [0.2, 0.2, 0.2, 0.1, 0.1], rtol=1e-6)
+    assert int(state.num_clipped) == 5 and int(loose_state.num_clipped) == 2
+    np.testing.assert_allclose(np.asarray(state.factor), [0.1], rtol=1e-6)
+
+
 def test_bfloat16_updates_keep_their_dtype_and_stats_are_named():
     params = {"w": jnp.ones(8, jnp.bfloat16)}
     tx = optax.chain(optax.adam(1.0), gf.clip_relative_update())
@@ -100,6 +117,10 @@ def test_needs_params_and_checks_its_arguments():
         gf.protect(gf.adam(0.1), min_weight_rms=0)
     with pytest.raises(ValueError, match=r"protect: max_update_ratio .*got -0.5"):
         gf.protect(gf.adam(0.1), max_update_ratio=-0.5)
+    with pytest.raises(ValueError, match=r"clip_relative_update: hold must be True or False, got 1"):
+        gf.clip_relative_update(hold=1)
+    with pytest.raises(ValueError, match=r"protect: hold_update_cut must be True or False, got 'no'"):
+        gf.protect(gf.adam(0.1), hold_update_cut="no")
     with pytest.raises(TypeError, match=r"state=None"):
         tx.update({"w": jnp.ones(2)}, None, {"w": jnp.ones(2)})
 
