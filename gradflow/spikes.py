@@ -95,7 +95,7 @@ def scale_by_adam_atan2(
       arXiv:2407.05872.
     """
     fn = "scale_by_adam_atan2"
-    _check_atan2_args(fn, b1, b2, a, b)
+    _check_betas_and_positive(fn, b1, b2, a=a, b=b)
 
     def init_fn(params):
         _check_real_leaves(fn, params)
@@ -120,10 +120,11 @@ def scale_by_adam_atan2(
     return GradientTransformation(init_fn, update_fn)
 
 
-def _check_atan2_args(fn: str, b1: Any, b2: Any, a: Any, b: Any) -> None:
+def _check_betas_and_positive(fn: str, b1: Any, b2: Any, **positive: Any) -> None:
+    """β₁, β₂ in [0, 1), then each of ``positive`` a finite number > 0, in the order given."""
     check_adam_args(fn, b1, b2)
-    hparams.check_positive(fn, "a", a)
-    hparams.check_positive(fn, "b", b)
+    for name, value in positive.items():
+        hparams.check_positive(fn, name, value)
 
 
 def adam_atan2(
@@ -165,7 +166,7 @@ def adam_atan2(
       arXiv:2407.05872.
     """
     fn = "adam_atan2"
-    _check_atan2_args(fn, b1, b2, a, b)
+    _check_betas_and_positive(fn, b1, b2, a=a, b=b)
     direction = scale_by_adam_atan2(b1, b2, a=a, b=b, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     return decoupled(fn, direction, learning_rate, weight_decay, mask)
 
@@ -235,7 +236,7 @@ def scale_by_stable_adam(
       training for large-scale vision-language models, 2023, arXiv:2304.13013.
     """
     fn = "scale_by_stable_adam"
-    _check_stable_args(fn, b1, b2, eps, clip_threshold)
+    _check_betas_and_positive(fn, b1, b2, eps=eps, clip_threshold=clip_threshold)
 
     def init_fn(params):
         dt = tree_lib.stat_dtype(params)
@@ -286,12 +287,6 @@ def scale_by_stable_adam(
     return GradientTransformation(init_fn, update_fn)
 
 
-def _check_stable_args(fn: str, b1: Any, b2: Any, eps: Any, clip_threshold: Any) -> None:
-    check_adam_args(fn, b1, b2)
-    hparams.check_positive(fn, "eps", eps)
-    hparams.check_positive(fn, "clip_threshold", clip_threshold)
-
-
 def stable_adamw(
     learning_rate: hparams.ScalarOrSchedule,
     b1: float = 0.9,
@@ -332,7 +327,7 @@ def stable_adamw(
       training for large-scale vision-language models, 2023, arXiv:2304.13013.
     """
     fn = "stable_adamw"
-    _check_stable_args(fn, b1, b2, eps, clip_threshold)
+    _check_betas_and_positive(fn, b1, b2, eps=eps, clip_threshold=clip_threshold)
     direction = scale_by_stable_adam(b1, b2, eps, clip_threshold=clip_threshold, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     return decoupled(fn, direction, learning_rate, weight_decay, mask)
 
