@@ -479,10 +479,8 @@ def lamb(
     θ ← θ − α_t·(‖θ‖/‖d‖)·d per leaf (ratio 1 where ‖θ‖ = 0 or ‖d‖ = 0).
 
     Args:
-      learning_rate: α ≥ 0, or a schedule.
+      learning_rate, weight_decay, mask: as in :func:`adamw`.
       b1, b2, eps, eps_root, mu_dtype, nu_dtype: as in :func:`~gradflow.adaptive.scale_by_adam`.
-      weight_decay: λ ≥ 0, or a schedule.
-      mask: tree of bools (or ``params -> tree``); ``False`` leaves are not decayed.
       axis_name: as in :func:`~gradflow.adaptive.scale_by_trust_ratio`.
 
     Returns:

@@ -146,10 +146,8 @@ def adam_atan2(
     α_t·(a·π/2 + λ_t·|θ|) per step, however large the gradient spike.
 
     Args:
-      learning_rate: α ≥ 0, or a schedule.
+      learning_rate, weight_decay, mask: as in :func:`~gradflow.adamw` (λ decoupled and scaled by α_t).
       b1, b2, a, b, mu_dtype, nu_dtype: as in :func:`scale_by_adam_atan2`.
-      weight_decay: λ ≥ 0, or a schedule; decoupled and scaled by α_t as in AdamW.
-      mask: tree of bools like the params (or ``params -> tree``); ``False`` leaves are not decayed.
 
     Returns:
       ``chain(scale_by_adam_atan2(...), add_decayed_weights(λ, mask), scale_by_learning_rate(α))``;
@@ -309,10 +307,8 @@ def stable_adamw(
     update clipping takes the place of gradient clipping.
 
     Args:
-      learning_rate: α ≥ 0, or a schedule.
+      learning_rate, weight_decay, mask: as in :func:`~gradflow.adamw` (the reference code's default λ is CLIP's 0.2).
       b1, b2, eps, clip_threshold, mu_dtype, nu_dtype: as in :func:`scale_by_stable_adam`.
-      weight_decay: λ ≥ 0, or a schedule (the reference code's default is CLIP's 0.2).
-      mask: tree of bools like the params (or ``params -> tree``); ``False`` leaves are not decayed.
 
     Returns:
       ``chain(scale_by_stable_adam(...), add_decayed_weights(λ, mask), scale_by_learning_rate(α))``.
@@ -557,11 +553,9 @@ def spam(
     each tensor's max |g|); the rest of Stable-SPAM is not included.
 
     Args:
-      learning_rate: α ≥ 0, or a schedule.
+      learning_rate, weight_decay, mask: as in :func:`~gradflow.adamw` (the decay is not warmed up).
       b1, b2, eps, threshold, reset_interval, warmup_steps, clip_start, adaptive_clip, max_decay, mu_dtype, nu_dtype:
         as in :func:`scale_by_spam` (whose θ is θ_c here; the defaults are the code's).
-      weight_decay: λ ≥ 0, or a schedule; decoupled as in AdamW (not warmed up).
-      mask: tree of bools like the params (or ``params -> tree``); ``False`` leaves are not decayed.
 
     Returns:
       ``chain(scale_by_spam(...), add_decayed_weights(λ, mask), scale_by_learning_rate(α))``.
