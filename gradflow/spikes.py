@@ -80,8 +80,7 @@ def scale_by_adam_atan2(
       a: the output scale a > 0; 1.27 (the reference code's default) makes the step's scale
         match Adam's for typical m̂/√v̂.
       b: the scale b > 0 of the denominator (the reference code's 1).
-      mu_dtype: dtype of m (default: the parameter's dtype).
-      nu_dtype: dtype of v (default: the parameter's dtype).
+      mu_dtype, nu_dtype: the dtypes of m and v (default: the parameter's), as in :func:`~gradflow.adaptive.scale_by_adam`.
 
     Returns:
       A :class:`~gradflow.GradientTransformation` with :class:`ScaleByAdamAtan2State`.
@@ -218,8 +217,7 @@ def scale_by_stable_adam(
         code's default is 1e-8; gradflow takes 1e-6, the value other StableAdamW implementations use.
       clip_threshold: d > 0, the RMS above which a tensor's step is shrunk (the reference code's
         ``clip_thresh``, default 1).
-      mu_dtype: dtype of m (default: the parameter's dtype).
-      nu_dtype: dtype of v (default: the parameter's dtype).
+      mu_dtype, nu_dtype: the dtypes of m and v (default: the parameter's), as in :func:`~gradflow.adaptive.scale_by_adam`.
 
     Returns:
       A :class:`~gradflow.GradientTransformation` with :class:`ScaleByStableAdamState`
@@ -405,8 +403,7 @@ def scale_by_spam(
       clip_start: N ≥ 0 (the code's ``grad_accu_steps``), see step 2.
       adaptive_clip: use Stable-SPAM's adaptive threshold instead of θ·v.
       max_decay: γ in [0, 1), the EMA factor of the per-tensor max |g| (Stable-SPAM's ``gamma3``).
-      mu_dtype: dtype of m (default: the parameter's dtype).
-      nu_dtype: dtype of v (default: the parameter's dtype).
+      mu_dtype, nu_dtype: the dtypes of m and v (default: the parameter's), as in :func:`~gradflow.adaptive.scale_by_adam`.
 
     Returns:
       A :class:`~gradflow.GradientTransformation` with :class:`ScaleBySpamState`
