@@ -11,6 +11,11 @@ dict for a logger.
 Non-finite norms are never recorded into an adaptive clipper's statistics (so one
 bad step cannot poison its history); the non-finite update itself propagates as
 IEEE arithmetic says. Chain :func:`gradflow.apply_if_finite` to skip such steps.
+
+``axis_name`` (every clipper that takes it): inside ``jax.shard_map``, the mesh
+axis (or tuple of axes) that every leaf is split over; the norms' partial sums
+are ``psum``-ed across it. Leave ``None`` under ``jax.jit``, where norms over
+sharded arrays are global already.
 """
 
 from __future__ import annotations
@@ -186,9 +191,7 @@ def clip(max_delta: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> Gradi
 
     Args:
       max_delta: c > 0, a number or a schedule of the step count.
-      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
-        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
-        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
+      axis_name: the ``shard_map`` mesh axis or axes (see the module docstring).
 
     Returns:
       A :class:`GradientTransformation` whose state is a :class:`ClipState`.
@@ -232,9 +235,7 @@ def clip_by_norm(max_norm: hparams.ScalarOrSchedule, *, axis_name: Any = None) -
 
     Args:
       max_norm: c > 0, a number or a schedule of the step count.
-      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
-        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
-        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
+      axis_name: the ``shard_map`` mesh axis or axes (see the module docstring).
 
     Returns:
       A :class:`GradientTransformation` whose state is a :class:`ClipByNormState`.
@@ -272,9 +273,7 @@ def clip_by_global_norm(
     Args:
       max_norm: c > 0, a number or a schedule of the step count.
       pytorch_eps: add PyTorch's 10⁻⁶ to the norm in the factor.
-      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
-        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
-        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
+      axis_name: the ``shard_map`` mesh axis or axes (see the module docstring).
 
     Returns:
       A :class:`GradientTransformation` whose state is a
@@ -330,9 +329,7 @@ def clip_by_block_rms(threshold: hparams.ScalarOrSchedule, *, axis_name: Any = N
 
     Args:
       threshold: τ > 0, a number or a schedule of the step count.
-      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
-        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
-        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
+      axis_name: the ``shard_map`` mesh axis or axes (see the module docstring).
 
     Returns:
       A :class:`GradientTransformation` whose state is a :class:`ClipByBlockRmsState`.
@@ -527,9 +524,7 @@ def autoclip(
     Args:
       percentile: p in (0, 100]; the paper recommends 10.
       history_size: the number of recent norms kept (≥ 1).
-      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
-        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
-        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
+      axis_name: the ``shard_map`` mesh axis or axes (see the module docstring).
 
     Returns:
       A :class:`GradientTransformation` whose state is an :class:`AutoclipState`.
@@ -624,9 +619,7 @@ def zclip(
       z_threshold: z_thr > 0.
       warmup_steps: number of norms collected before clipping starts (≥ 1).
       eps: ε ≥ 0 added to σ in the z-score.
-      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
-        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
-        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
+      axis_name: the ``shard_map`` mesh axis or axes (see the module docstring).
 
     Returns:
       A :class:`GradientTransformation` whose state is a :class:`ZclipState`.
@@ -741,9 +734,7 @@ def clip_update_norm(
       sigma_factor: k ≥ 0, the number of standard deviations above the mean allowed.
       min_history: m, the norms needed before clipping starts, in [1, window];
         default max(2, window // 2), as Levanter.
-      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
-        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
-        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
+      axis_name: the ``shard_map`` mesh axis or axes (see the module docstring).
 
     Returns:
       A :class:`GradientTransformation` whose state is a :class:`ClipUpdateNormState`
@@ -856,9 +847,7 @@ def adagc(
       lambda_rel: λ_rel > 0, the allowed ratio of ‖g_i‖ to its history γ_i.
       beta: EMA factor β in (0, 1).
       warmup_steps: steps of global clipping before per-leaf clipping starts (≥ 1).
-      axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
-        leaf is split over; the norms' partial sums are ``psum``-ed across it. Leave
-        ``None`` under ``jax.jit``, where norms over sharded arrays are global already.
+      axis_name: the ``shard_map`` mesh axis or axes (see the module docstring).
 
     Returns:
       A :class:`GradientTransformation` whose state is an :class:`AdagcState`.

@@ -91,6 +91,15 @@ def _check_nesterov(fn: str, nesterov: bool, momentum: Any) -> None:
         raise ValueError(f"{fn}: nesterov=True needs momentum > 0, got momentum={momentum!r}")
 
 
+def _adam_direction(
+    fn: str, block: Any, b1: Any, b2: Any, eps: Any, eps_root: Any, mu_dtype: Any, nu_dtype: Any, **flags: Any
+) -> GradientTransformation:
+    """``block(b1, b2, eps, eps_root=…, mu_dtype=…, nu_dtype=…, **flags)`` (``scale_by_adam`` or
+    ``scale_by_amsgrad``), its arguments checked first under the optimizer ``fn``'s name."""
+    check_adam_args(fn, b1, b2, eps, eps_root, **flags)
+    return block(b1, b2, eps, eps_root=eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, **flags)
+
+
 def adagrad(
     learning_rate: hparams.ScalarOrSchedule,
     initial_accumulator_value: float = 0.0,
@@ -272,16 +281,11 @@ def adam(
       >>> [round(float(u), 4) for u in updates]   # the first step is −α·sign(g): m̂ = g, v̂ = g²
       [-0.1, 0.1]
     """
-    fn = "adam"
-    check_learning_rate(fn, learning_rate)
-    check_adam_args(fn, b1, b2, eps, eps_root, bias_correction=bias_correction, nesterov=nesterov)
-    return chain(
-        scale_by_adam(
-            b1, b2, eps, eps_root=eps_root, bias_correction=bias_correction, nesterov=nesterov,
-            mu_dtype=mu_dtype, nu_dtype=nu_dtype,
-        ),
-        scale_by_learning_rate(learning_rate),
+    check_learning_rate("adam", learning_rate)
+    direction = _adam_direction(
+        "adam", scale_by_adam, b1, b2, eps, eps_root, mu_dtype, nu_dtype, bias_correction=bias_correction, nesterov=nesterov
     )
+    return chain(direction, scale_by_learning_rate(learning_rate))
 
 
 def amsgrad(
@@ -331,16 +335,12 @@ def amsgrad(
       >>> last_update(gf.amsgrad(1.0), [1.0, 0.0]), last_update(gf.adam(1.0), [1.0, 0.0])
       (-0.6697, -0.6701)
     """
-    fn = "amsgrad"
-    check_learning_rate(fn, learning_rate)
-    check_adam_args(fn, b1, b2, eps, eps_root, bias_correction=bias_correction, max_of_debiased=max_of_debiased)
-    return chain(
-        scale_by_amsgrad(
-            b1, b2, eps, eps_root=eps_root, bias_correction=bias_correction, max_of_debiased=max_of_debiased,
-            mu_dtype=mu_dtype, nu_dtype=nu_dtype,
-        ),
-        scale_by_learning_rate(learning_rate),
+    check_learning_rate("amsgrad", learning_rate)
+    direction = _adam_direction(
+        "amsgrad", scale_by_amsgrad, b1, b2, eps, eps_root, mu_dtype, nu_dtype,
+        bias_correction=bias_correction, max_of_debiased=max_of_debiased,
     )
+    return chain(direction, scale_by_learning_rate(learning_rate))
 
 
 def adamw(
@@ -386,10 +386,8 @@ def adamw(
       >>> [round(float(u), 4) for u in updates]   # zero gradient: only the decay, −α·λ·θ
       [-0.05, -0.1]
     """
-    fn = "adamw"
-    check_adam_args(fn, b1, b2, eps, eps_root)
-    direction = scale_by_adam(b1, b2, eps, eps_root=eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return decoupled(fn, direction, learning_rate, weight_decay, mask)
+    direction = _adam_direction("adamw", scale_by_adam, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+    return decoupled("adamw", direction, learning_rate, weight_decay, mask)
 
 
 def lars(
@@ -481,10 +479,8 @@ def lamb(
     θ ← θ − α_t·(‖θ‖/‖d‖)·d per leaf (ratio 1 where ‖θ‖ = 0 or ‖d‖ = 0).
 
     Args:
-      learning_rate: α ≥ 0, or a schedule.
+      learning_rate, weight_decay, mask: as in :func:`adamw`.
       b1, b2, eps, eps_root, mu_dtype, nu_dtype: as in :func:`~gradflow.adaptive.scale_by_adam`.
-      weight_decay: λ ≥ 0, or a schedule.
-      mask: tree of bools (or ``params -> tree``); ``False`` leaves are not decayed.
       axis_name: as in :func:`~gradflow.adaptive.scale_by_trust_ratio`.
 
     Returns:
@@ -507,7 +503,5 @@ def lamb(
       >>> [round(float(u), 4) for u in updates]   # d ≈ sign(g) = (1, 1); u = −0.1·(‖θ‖/‖d‖)·d = −0.1·(5/√2)
       [-0.3536, -0.3536]
     """
-    fn = "lamb"
-    check_adam_args(fn, b1, b2, eps, eps_root)
-    direction = scale_by_adam(b1, b2, eps, eps_root=eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
-    return decoupled(fn, direction, learning_rate, weight_decay, mask, scale_by_trust_ratio(axis_name=axis_name))
+    direction = _adam_direction("lamb", scale_by_adam, b1, b2, eps, eps_root, mu_dtype, nu_dtype)
+    return decoupled("lamb", direction, learning_rate, weight_decay, mask, scale_by_trust_ratio(axis_name=axis_name))

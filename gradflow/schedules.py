@@ -92,6 +92,21 @@ def _pairs(fn: str, boundaries_and_scales: Any) -> tuple[list[int], list[float]]
     return bounds, scales
 
 
+def _levels(fn: str, init_value: Any, boundaries_and_scales: Any) -> tuple[list[int], list]:
+    """The boundaries b_k and the levels v_0 = α₀, v_k = v_{k−1}·s_k of a piecewise schedule."""
+    values = [_value(fn, "init_value", init_value)]
+    bounds, scales = _pairs(fn, boundaries_and_scales)
+    for s in scales:
+        values.append(values[-1] * s)
+    return bounds, values
+
+
+def _warmup_args(fn: str, init_value: Any, peak_value: Any, warmup_steps: Any) -> tuple:
+    """(α₀, α_peak, W) of a linear warm-up, checked."""
+    i0, pk = _value(fn, "init_value", init_value), _value(fn, "peak_value", peak_value)
+    return i0, pk, hparams.check_int(fn, "warmup_steps", warmup_steps, 0)
+
+
 # ----------------------------------------------------------------------------
 # Helpers used inside schedules (traced)
 
@@ -178,6 +193,11 @@ def _half_cosine(frac: jnp.ndarray) -> jnp.ndarray:
 def _nonneg(x: jnp.ndarray) -> jnp.ndarray:
     """Clamp rounding noise below zero (a schedule is never negative)."""
     return jnp.maximum(_f32(x), 0.0)
+
+
+def _warm(step: jnp.ndarray, i0: Any, pk: Any, w: int) -> jnp.ndarray:
+    """The linear warm-up α₀ + (α_peak − α₀)·min(t, W)/W (α_peak from the start when W = 0)."""
+    return i0 + (pk - i0) * _progress(step, 0, max(w, 1))
 
 
 # ----------------------------------------------------------------------------
@@ -401,10 +421,7 @@ def warmup_constant_schedule(init_value: float, peak_value: float, warmup_steps:
       >>> [round(float(schedule(t)), 4) for t in (0, 5, 10, 1000)]
       [0.0, 0.05, 0.1, 0.1]
     """
-    fn = "warmup_constant_schedule"
-    i0 = _value(fn, "init_value", init_value)
-    pk = _value(fn, "peak_value", peak_value)
-    w = hparams.check_int(fn, "warmup_steps", warmup_steps, 0)
+    i0, pk, w = _warmup_args("warmup_constant_schedule", init_value, peak_value, warmup_steps)
     if w == 0:
         return constant_schedule(pk)
     return linear_schedule(i0, pk, w)
@@ -442,12 +459,7 @@ def piecewise_constant_schedule(init_value: float, boundaries_and_scales: Any = 
       >>> [round(float(schedule(t)), 4) for t in (0, 99, 100, 200)]
       [0.1, 0.1, 0.01, 0.005]
     """
-    fn = "piecewise_constant_schedule"
-    i0 = _value(fn, "init_value", init_value)
-    bounds, scales = _pairs(fn, boundaries_and_scales)
-    values = [i0]
-    for s in scales:
-        values.append(values[-1] * s)
+    bounds, values = _levels("piecewise_constant_schedule", init_value, boundaries_and_scales)
     table = _table(values)
 
     def schedule(step):
@@ -498,11 +510,7 @@ def piecewise_interpolate_schedule(
     if interpolate_type not in ("linear", "cosine"):
         raise ValueError(f"{fn}: interpolate_type must be 'linear' or 'cosine', got {interpolate_type!r}")
     interp = _linear_interpolate if interpolate_type == "linear" else _cosine_interpolate
-    i0 = _value(fn, "init_value", init_value)
-    bounds, scales = _pairs(fn, boundaries_and_scales)
-    values = [i0]
-    for s in scales:
-        values.append(values[-1] * s)
+    bounds, values = _levels(fn, init_value, boundaries_and_scales)
     starts = np.asarray([0] + bounds, np.int64)
     ends = np.asarray(bounds + [bounds[-1] if bounds else 0], np.int64)
     lengths = np.maximum(ends - starts, 1).astype(np.float32)
@@ -619,9 +627,7 @@ def warmup_cosine_decay_schedule(
       [0.0, 0.05, 0.1, 0.0505, 0.001, 0.001]
     """
     fn = "warmup_cosine_decay_schedule"
-    i0 = _value(fn, "init_value", init_value)
-    pk = _value(fn, "peak_value", peak_value)
-    w = hparams.check_int(fn, "warmup_steps", warmup_steps, 0)
+    i0, pk, w = _warmup_args(fn, init_value, peak_value, warmup_steps)
     d = hparams.check_int(fn, "decay_steps", decay_steps, 1)
     end = _value(fn, "end_value", end_value)
     p = _positive(fn, "exponent", exponent)
@@ -631,7 +637,7 @@ def warmup_cosine_decay_schedule(
 
     def schedule(step):
         step = _step(step)
-        warm = i0 + (pk - i0) * _progress(step, 0, max(w, 1))
+        warm = _warm(step, i0, pk, w)
         c = jnp.maximum(_half_cosine(_progress(step, w, cos_len)), 0.0)
         decay = end + (pk - end) * c**p
         value = jnp.where(_before(step, w), warm, jnp.where(_before(step, d), decay, end))
@@ -669,9 +675,7 @@ def warmup_exponential_decay_schedule(
     Parity: ``optax.warmup_exponential_decay_schedule`` (same arguments).
     """
     fn = "warmup_exponential_decay_schedule"
-    i0 = _value(fn, "init_value", init_value)
-    pk = _value(fn, "peak_value", peak_value)
-    w = hparams.check_int(fn, "warmup_steps", warmup_steps, 0)
+    i0, pk, w = _warmup_args(fn, init_value, peak_value, warmup_steps)
     try:
         decay = exponential_decay(pk, transition_steps, decay_rate, transition_begin, staircase, end_value)
     except ValueError as e:
@@ -1039,7 +1043,7 @@ def wsd_schedule(
 
     def schedule(step):
         step = _step(step)
-        warm = i0 + (pk - i0) * _progress(step, 0, max(w, 1))
+        warm = _warm(step, i0, pk, w)
         x = _progress(step, w + s, d)
         if decay_shape == "linear":
             shape = _remaining(step, w + s, d)
@@ -1099,7 +1103,7 @@ def inverse_sqrt_schedule(
 
     def schedule(step):
         step = _step(step)
-        warm = i0 + (pk - i0) * _progress(step, 0, max(w, 1))
+        warm = _warm(step, i0, pk, w)
         since = _f32(_after(step, w))
         decay = pk * jax.lax.rsqrt(1.0 + since / _F32(tau))
         return _nonneg(jnp.where(_before(step, w), warm, decay))

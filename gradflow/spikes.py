@@ -80,8 +80,7 @@ def scale_by_adam_atan2(
       a: the output scale a > 0; 1.27 (the reference code's default) makes the step's scale
         match Adam's for typical m̂/√v̂.
       b: the scale b > 0 of the denominator (the reference code's 1).
-      mu_dtype: dtype of m (default: the parameter's dtype).
-      nu_dtype: dtype of v (default: the parameter's dtype).
+      mu_dtype, nu_dtype: the dtypes of m and v (default: the parameter's), as in :func:`~gradflow.adaptive.scale_by_adam`.
 
     Returns:
       A :class:`~gradflow.GradientTransformation` with :class:`ScaleByAdamAtan2State`.
@@ -95,7 +94,7 @@ def scale_by_adam_atan2(
       arXiv:2407.05872.
     """
     fn = "scale_by_adam_atan2"
-    _check_atan2_args(fn, b1, b2, a, b)
+    _check_betas_and_positive(fn, b1, b2, a=a, b=b)
 
     def init_fn(params):
         _check_real_leaves(fn, params)
@@ -120,10 +119,11 @@ def scale_by_adam_atan2(
     return GradientTransformation(init_fn, update_fn)
 
 
-def _check_atan2_args(fn: str, b1: Any, b2: Any, a: Any, b: Any) -> None:
+def _check_betas_and_positive(fn: str, b1: Any, b2: Any, **positive: Any) -> None:
+    """β₁, β₂ in [0, 1), then each of ``positive`` a finite number > 0, in the order given."""
     check_adam_args(fn, b1, b2)
-    hparams.check_positive(fn, "a", a)
-    hparams.check_positive(fn, "b", b)
+    for name, value in positive.items():
+        hparams.check_positive(fn, name, value)
 
 
 def adam_atan2(
@@ -145,10 +145,8 @@ def adam_atan2(
     α_t·(a·π/2 + λ_t·|θ|) per step, however large the gradient spike.
 
     Args:
-      learning_rate: α ≥ 0, or a schedule.
+      learning_rate, weight_decay, mask: as in :func:`~gradflow.adamw` (λ decoupled and scaled by α_t).
       b1, b2, a, b, mu_dtype, nu_dtype: as in :func:`scale_by_adam_atan2`.
-      weight_decay: λ ≥ 0, or a schedule; decoupled and scaled by α_t as in AdamW.
-      mask: tree of bools like the params (or ``params -> tree``); ``False`` leaves are not decayed.
 
     Returns:
       ``chain(scale_by_adam_atan2(...), add_decayed_weights(λ, mask), scale_by_learning_rate(α))``;
@@ -165,7 +163,7 @@ def adam_atan2(
       arXiv:2407.05872.
     """
     fn = "adam_atan2"
-    _check_atan2_args(fn, b1, b2, a, b)
+    _check_betas_and_positive(fn, b1, b2, a=a, b=b)
     direction = scale_by_adam_atan2(b1, b2, a=a, b=b, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     return decoupled(fn, direction, learning_rate, weight_decay, mask)
 
@@ -219,8 +217,7 @@ def scale_by_stable_adam(
         code's default is 1e-8; gradflow takes 1e-6, the value other StableAdamW implementations use.
       clip_threshold: d > 0, the RMS above which a tensor's step is shrunk (the reference code's
         ``clip_thresh``, default 1).
-      mu_dtype: dtype of m (default: the parameter's dtype).
-      nu_dtype: dtype of v (default: the parameter's dtype).
+      mu_dtype, nu_dtype: the dtypes of m and v (default: the parameter's), as in :func:`~gradflow.adaptive.scale_by_adam`.
 
     Returns:
       A :class:`~gradflow.GradientTransformation` with :class:`ScaleByStableAdamState`
@@ -235,7 +232,7 @@ def scale_by_stable_adam(
       training for large-scale vision-language models, 2023, arXiv:2304.13013.
     """
     fn = "scale_by_stable_adam"
-    _check_stable_args(fn, b1, b2, eps, clip_threshold)
+    _check_betas_and_positive(fn, b1, b2, eps=eps, clip_threshold=clip_threshold)
 
     def init_fn(params):
         dt = tree_lib.stat_dtype(params)
@@ -286,12 +283,6 @@ def scale_by_stable_adam(
     return GradientTransformation(init_fn, update_fn)
 
 
-def _check_stable_args(fn: str, b1: Any, b2: Any, eps: Any, clip_threshold: Any) -> None:
-    check_adam_args(fn, b1, b2)
-    hparams.check_positive(fn, "eps", eps)
-    hparams.check_positive(fn, "clip_threshold", clip_threshold)
-
-
 def stable_adamw(
     learning_rate: hparams.ScalarOrSchedule,
     b1: float = 0.9,
@@ -314,10 +305,8 @@ def stable_adamw(
     update clipping takes the place of gradient clipping.
 
     Args:
-      learning_rate: α ≥ 0, or a schedule.
+      learning_rate, weight_decay, mask: as in :func:`~gradflow.adamw` (the reference code's default λ is CLIP's 0.2).
       b1, b2, eps, clip_threshold, mu_dtype, nu_dtype: as in :func:`scale_by_stable_adam`.
-      weight_decay: λ ≥ 0, or a schedule (the reference code's default is CLIP's 0.2).
-      mask: tree of bools like the params (or ``params -> tree``); ``False`` leaves are not decayed.
 
     Returns:
       ``chain(scale_by_stable_adam(...), add_decayed_weights(λ, mask), scale_by_learning_rate(α))``.
@@ -332,7 +321,7 @@ def stable_adamw(
       training for large-scale vision-language models, 2023, arXiv:2304.13013.
     """
     fn = "stable_adamw"
-    _check_stable_args(fn, b1, b2, eps, clip_threshold)
+    _check_betas_and_positive(fn, b1, b2, eps=eps, clip_threshold=clip_threshold)
     direction = scale_by_stable_adam(b1, b2, eps, clip_threshold=clip_threshold, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     return decoupled(fn, direction, learning_rate, weight_decay, mask)
 
@@ -414,8 +403,7 @@ def scale_by_spam(
       clip_start: N ≥ 0 (the code's ``grad_accu_steps``), see step 2.
       adaptive_clip: use Stable-SPAM's adaptive threshold instead of θ·v.
       max_decay: γ in [0, 1), the EMA factor of the per-tensor max |g| (Stable-SPAM's ``gamma3``).
-      mu_dtype: dtype of m (default: the parameter's dtype).
-      nu_dtype: dtype of v (default: the parameter's dtype).
+      mu_dtype, nu_dtype: the dtypes of m and v (default: the parameter's), as in :func:`~gradflow.adaptive.scale_by_adam`.
 
     Returns:
       A :class:`~gradflow.GradientTransformation` with :class:`ScaleBySpamState`
@@ -562,11 +550,9 @@ def spam(
     each tensor's max |g|); the rest of Stable-SPAM is not included.
 
     Args:
-      learning_rate: α ≥ 0, or a schedule.
+      learning_rate, weight_decay, mask: as in :func:`~gradflow.adamw` (the decay is not warmed up).
       b1, b2, eps, threshold, reset_interval, warmup_steps, clip_start, adaptive_clip, max_decay, mu_dtype, nu_dtype:
         as in :func:`scale_by_spam` (whose θ is θ_c here; the defaults are the code's).
-      weight_decay: λ ≥ 0, or a schedule; decoupled as in AdamW (not warmed up).
-      mask: tree of bools like the params (or ``params -> tree``); ``False`` leaves are not decayed.
 
     Returns:
       ``chain(scale_by_spam(...), add_decayed_weights(λ, mask), scale_by_learning_rate(α))``.
