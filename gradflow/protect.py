@@ -299,9 +299,9 @@ def protect(
     if clip_to_history is not None:
         hparams.check_positive(fn, "clip_to_history", clip_to_history)
     if max_update_ratio is not None:
-        relative_update.check_args(fn, "max_update_ratio", max_update_ratio, min_weight_rms,
-                                   hold_update_cut=hold_update_cut)
-    hparams.check_flags(fn, skip_not_finite=skip_not_finite, watch_loss=watch_loss, watch_grad_norm=watch_grad_norm)
+        relative_update.check_args(fn, "max_update_ratio", max_update_ratio, min_weight_rms)
+    hparams.check_flags(fn, skip_not_finite=skip_not_finite, watch_loss=watch_loss, watch_grad_norm=watch_grad_norm,
+                        hold_update_cut=hold_update_cut)
     size, need = int(window), int(min_samples)
     keep = extra_args_filter(inner.update)
     rules = dict(size=size, need=need, threshold=threshold, margin=margin, watch_loss=watch_loss,

@@ -81,15 +81,14 @@ def relative_clip(
     )
 
 
-def check_args(fn: str, ratio_name: str, max_ratio: float, min_weight_rms: float, **flags: Any) -> None:
-    """Build-time checks: the ratio (called ``ratio_name`` in ``fn``) and ``min_weight_rms`` are > 0, ``flags`` bool.
+def check_args(fn: str, ratio_name: str, max_ratio: float, min_weight_rms: float) -> None:
+    """Build-time checks: the ratio (called ``ratio_name`` in ``fn``) and ``min_weight_rms`` are > 0.
 
     ``min_weight_rms = 0`` is refused: a tensor that starts at zero would get a zero bound
     and never move.
     """
     hparams.check_positive(fn, ratio_name, max_ratio)
     hparams.check_positive(fn, "min_weight_rms", min_weight_rms)
-    hparams.check_flags(fn, **flags)
 
 
 def clip_relative_update(
@@ -172,7 +171,8 @@ def clip_relative_update(
       0.02
     """
     fn = "clip_relative_update"
-    check_args(fn, "max_ratio", max_ratio, min_weight_rms, hold=hold)
+    check_args(fn, "max_ratio", max_ratio, min_weight_rms)
+    hparams.check_flags(fn, hold=hold)
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args

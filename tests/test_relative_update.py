@@ -121,6 +121,8 @@ def test_needs_params_and_checks_its_arguments():
         gf.clip_relative_update(hold=1)
     with pytest.raises(ValueError, match=r"protect: hold_update_cut must be True or False, got 'no'"):
         gf.protect(gf.adam(0.1), hold_update_cut="no")
+    with pytest.raises(ValueError, match=r"protect: hold_update_cut must be True or False, got 'no'"):
+        gf.protect(gf.adam(0.1), max_update_ratio=None, hold_update_cut="no")  # checked even with the clip off
     with pytest.raises(TypeError, match=r"state=None"):
         tx.update({"w": jnp.ones(2)}, None, {"w": jnp.ones(2)})
 
