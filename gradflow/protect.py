@@ -157,7 +157,7 @@ def protect(
       otherwise    (u_t, s_t) = inner(g_t, s_{t−1}), and ℓ_t, ‖g_t‖ join the windows;
       update clip: with ρ = ``max_update_ratio`` and s = ``min_weight_rms``, each
                    tensor's step u_i ← f_i·u_i, f_i the smallest min(1, ρ·max(RMS(w_i), s)/RMS(u_i))
-                   so far (this step's alone with ``hold_update_cut=False``;
+                   so far for a matrix (this step's alone for a vector, or with ``hold_update_cut=False``;
                    :func:`gradflow.clip_relative_update`).
 
     A skipped step returns zero updates and the inner state exactly as it was
@@ -211,20 +211,21 @@ def protect(
     by at most a tenth of its RMS per step, which an adaptive optimizer's step
     (about the learning rate per element) exceeds only past the rates that train
     well. In the benchmark's transformer sweep over peak rates 10⁻³…1 (steps of √10)
-    it takes the LR sensitivity from 0.210 to 0.112 (0.53×): at rate 1 the final
-    loss is 2.669 against 3.246, at 0.1 2.682 against 3.045, at 0.01 2.747 against
-    2.848, the best rate ends at 2.658 against the standard recipe's best 2.805, and
-    no rate ends worse; the RNN 2.342 against 2.336, the corrupted targets and
-    float16 as above. Holding the cut (``hold_update_cut=True``) is what anneals the
-    cut tensors: cutting each step alone, rate 1 ended at 2.796 and the best rate at
-    2.706. (The 16-layer MLP ends at 0.291 against 0.322, but there protect without
-    the update clip, which skips nothing and so changes nothing, ends at 0.270: that
-    scenario's runs are chaotic and differ by ±15% between compiled programs.) On the
-    earlier five-rate grid, without holding, ρ = 0.05 ended better at every rate from
-    0.01 on but 0.3% worse on the RNN; ρ = 0.03 0.6% worse at 10⁻³; ρ = 0.3 never
-    acted. It
-    slows tensors that start at zero (biases) to ρ·s = 10⁻³ per element per step
-    until they reach RMS s; ``max_update_ratio=None`` switches it off.
+    it takes the LR sensitivity from 0.210 to 0.113 (0.54×): at rate 1, its best,
+    the final loss is 2.655 against 3.246, at 0.1 2.682 against 3.045, at 0.01 2.747
+    against 2.848 (the standard recipe's best rate ends at 2.805), and no rate ends
+    worse; the RNN 2.337 against 2.336, the corrupted targets and float16 as above.
+    Holding the cut (``hold_update_cut=True``) is what anneals the cut matrices:
+    cutting each step alone, rate 1 ended at 2.796 and the best rate at 2.706.
+    Vectors are not held: holding the cuts the deep MLP's biases needed in its first
+    steps slowed them fivefold for the whole run (0.291 there). (The 16-layer MLP
+    ends at 0.272 against 0.322, but there protect without the update clip, which
+    skips nothing and so changes nothing, ends at 0.270: that scenario's runs are
+    chaotic and differ by ±15% between compiled programs.) On the earlier five-rate
+    grid, without holding, ρ = 0.05 ended better at every rate from 0.01 on but 0.3%
+    worse on the RNN; ρ = 0.03 0.6% worse at 10⁻³; ρ = 0.3 never acted. It slows
+    tensors that start at zero (biases) to ρ·s = 10⁻³ per element per step until
+    they reach RMS s; ``max_update_ratio=None`` switches it off.
 
     Args:
       inner: the optimizer to protect (a whole chain, gradflow's or optax's).
@@ -244,8 +245,9 @@ def protect(
         None for no update clip (``update`` then needs no ``params``).
       min_weight_rms: s > 0, the RMS assumed for tensors smaller than it (0 is refused: a tensor
         that starts at zero would never move).
-      hold_update_cut: keep each tensor's smallest update-clip factor so far (True), so the
-        schedule still anneals a tensor once cut, or cut each step on its own (False).
+      hold_update_cut: keep each matrix's smallest update-clip factor so far (True), so the
+        schedule still anneals a matrix once cut, or cut each step on its own (False); vectors
+        are cut each step on their own either way.
       axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
         leaf is split over; norms and finiteness are reduced across it. Leave ``None``
         under ``jax.jit``.

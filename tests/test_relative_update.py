@@ -77,20 +77,22 @@ def test_a_big_step_is_cut_to_the_bound_keeping_its_direction():
     assert bool(state.clipped) and int(state.num_leaves_clipped) == 2 and int(state.num_clipped) == 1
 
 
-def test_a_held_cut_keeps_scaling_later_steps_until_a_larger_cut():
-    params = {"w": jnp.full((4,), 2.0)}
+def test_a_held_cut_keeps_scaling_a_matrix_until_a_larger_cut_and_a_vector_is_cut_alone():
+    params = {"w": jnp.full((2, 2), 2.0), "b": jnp.full((4,), 2.0)}
     tx, loose = gf.clip_relative_update(0.1, 0.01), gf.clip_relative_update(0.1, 0.01, hold=False)
     state, loose_state = tx.init(params), loose.init(params)
     factors = []
     for step in [1.0, 0.1, 0.1, 2.0, 0.1]:  # ratios 0.5, 0.05, 0.05, 1, 0.05 against ρ = 0.1
-        g = {"w": jnp.full((4,), step)}
+        g = {"w": jnp.full((2, 2), step), "b": jnp.full((4,), step)}
         u, state = tx.update(g, state, params)
         v, loose_state = loose.update(g, loose_state, params)
-        factors.append(float(u["w"][0]) / step)
-        np.testing.assert_allclose(float(v["w"][0]), min(step, 0.2), rtol=1e-6)  # without hold each step is cut alone
+        factors.append(float(u["w"][0, 0]) / step)
+        np.testing.assert_allclose(float(u["b"][0]), min(step, 0.2), rtol=1e-6)  # a vector: each step cut alone
+        for k in g:
+            np.testing.assert_allclose(float(v[k].ravel()[0]), min(step, 0.2), rtol=1e-6)  # without hold: every leaf
     np.testing.assert_allclose(factors, [0.2, 0.2, 0.2, 0.1, 0.1], rtol=1e-6)
     assert int(state.num_clipped) == 5 and int(loose_state.num_clipped) == 2
-    np.testing.assert_allclose(np.asarray(state.factor), [0.1], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(state.factor), [1.0, 0.1], rtol=1e-6)  # leaves in tree order: b, w
 
 
 def test_bfloat16_updates_keep_their_dtype_and_stats_are_named():
