@@ -89,16 +89,17 @@ def _clip_to_history(updates, norm, finite, judged: _Verdict, c, need) -> tuple:
     return tree_lib.times_scalar(updates, factor, in_leaf_dtype=False), clipped
 
 
-def _clip_relative(updates, params, clip_state, ratio, min_rms, hold, axis_name) -> tuple:
-    """(updates, clip state) after :func:`gradflow.clip_relative_update`'s rule; as they are when the ratio is None."""
+def _cut(updates, params, clip_state, ratio, min_rms, hold, axis_name):
+    """The clip state after :func:`gradflow.clip_relative_update`'s rule (its ``factor``: each leaf's cut);
+    as it is when the ratio is None."""
     if ratio is None:
-        return updates, clip_state
+        return clip_state
     if params is None:  # checked after inner.update, which reports a mismatched tree first
         raise ValueError(
             "protect: max_update_ratio bounds each step relative to its weights, so update needs "
             "params: call update(grads, state, params, ...), or build protect(..., max_update_ratio=None)"
         )
-    return relative_update.relative_clip("protect", updates, params, clip_state, ratio, min_rms, hold, axis_name)
+    return relative_update.cut("protect", updates, params, clip_state, ratio, min_rms, hold, axis_name)
 
 
 def _new_state(state, judged: _Verdict, loss, norm, finite, clipped, new_inner, new_clip, size) -> ProtectState:
@@ -341,12 +342,14 @@ def protect(
 
         def step(grads):
             new_updates, new_inner = inner.update(grads, state.inner_state, params, **keep(extra))
-            new_updates, new_clip = _clip_relative(new_updates, params, state.update_clip,
-                                                   max_update_ratio, min_weight_rms, hold_update_cut, axis_name)
+            new_clip = _cut(new_updates, params, state.update_clip, max_update_ratio, min_weight_rms,
+                            hold_update_cut, axis_name)
             return new_updates, (new_inner, new_clip)
 
         old = (state.inner_state, state.update_clip)
         out_updates, (new_inner, new_clip) = step_unless_skipped(judged.accept, step, grads, old, axis_name)
+        if max_update_ratio is not None:  # scaled after the cond, so the scaling fuses into the caller's apply
+            out_updates = relative_update.apply_cut(out_updates, new_clip.factor)
         return out_updates, _new_state(state, judged, loss, norm, finite, clipped, new_inner, new_clip, size)
 
     return GradientTransformation(init_fn, update_fn)

@@ -45,21 +45,21 @@ def _sizes(leaves: list, axis_name: Any) -> jnp.ndarray:
     return sizes if axis_name is None else jax.lax.psum(sizes, axis_name)
 
 
-def relative_clip(
+def cut(
     fn: str, updates: Any, params: Any, state: ClipRelativeUpdateState, max_ratio: float,
     min_weight_rms: float, hold: bool, axis_name: Any,
-) -> tuple[Any, ClipRelativeUpdateState]:
-    """The rule of :func:`clip_relative_update`, for it and for :func:`gradflow.protect`."""
+) -> ClipRelativeUpdateState:
+    """The state after :func:`clip_relative_update`'s rule; its ``factor`` holds the cut of each leaf."""
     if params is None:
         raise ValueError(f"{fn}: update needs params (pass params=...) to bound each step relative to its weights")
     tree_lib.check_same_shapes(fn, updates, params)
     dt = state.max_ratio.dtype
     u_leaves, treedef = jax.tree.flatten(updates)
     w_leaves = treedef.flatten_up_to(params)
+    if not u_leaves:
+        return state._replace(count=tree_lib.safe_increment(state.count))
     u_sq = tree_lib.square_sums(u_leaves, axis_name)
     w_sq = tree_lib.square_sums(w_leaves, axis_name)
-    if not u_leaves:
-        return updates, state._replace(count=tree_lib.safe_increment(state.count))
     rho, floor = hparams.as_scalar(max_ratio, dt), hparams.as_scalar(min_weight_rms, dt)
     # one vector of per-leaf scalars, so the bound is a few kernels, not a few per leaf
     stack = lambda xs: jnp.stack([x.astype(dt) for x in xs])  # noqa: E731
@@ -69,11 +69,9 @@ def relative_clip(
     if hold:  # matrices keep their smallest cut; vectors and scalars are cut each step alone
         held = np.asarray([u.ndim >= 2 for u in u_leaves])
         factor = jnp.where(held, jnp.minimum(state.factor, factor), factor)
-    factor = jax.lax.optimization_barrier(factor)  # computed once, not inside every leaf's kernel
-    out = [(u * factor[i]).astype(u.dtype) for i, u in enumerate(u_leaves)]
     num_hit = jnp.sum((factor < 1).astype(jnp.int32), dtype=jnp.int32)
     clipped = num_hit > 0
-    return jax.tree.unflatten(treedef, out), ClipRelativeUpdateState(
+    return ClipRelativeUpdateState(
         count=tree_lib.safe_increment(state.count),
         max_ratio=jnp.max(norm_u / scale),
         clipped=clipped,
@@ -81,6 +79,13 @@ def relative_clip(
         num_leaves_clipped=num_hit,
         factor=factor,
     )
+
+
+def apply_cut(updates: Any, factor: jnp.ndarray) -> Any:
+    """Each leaf i of ``updates`` times ``factor[i]``, in the leaf's dtype."""
+    u_leaves, treedef = jax.tree.flatten(updates)
+    factor = jax.lax.optimization_barrier(factor)  # computed once, not inside every leaf's kernel
+    return jax.tree.unflatten(treedef, [(u * factor[i]).astype(u.dtype) for i, u in enumerate(u_leaves)])
 
 
 def check_args(fn: str, ratio_name: str, max_ratio: float, min_weight_rms: float) -> None:
@@ -183,6 +188,7 @@ def clip_relative_update(
 
     def update_fn(updates, state, params=None, **extra_args):
         del extra_args
-        return relative_clip(fn, updates, params, state, max_ratio, min_weight_rms, hold, axis_name)
+        new = cut(fn, updates, params, state, max_ratio, min_weight_rms, hold, axis_name)
+        return apply_cut(updates, new.factor), new
 
     return checked(fn, init_state, update_fn)

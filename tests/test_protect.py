@@ -94,6 +94,25 @@ def test_update_clip_bounds_each_tensor_relative_to_its_weights():
     assert int(state.update_clip.num_leaves_clipped) == 2 and int(state.update_clip.num_clipped) == 1
 
 
+def test_update_clip_under_jit_equals_chaining_clip_relative_update_bitwise():
+    # The cut is computed inside the skip cond and applied after it: the same numbers as the transform.
+    params = {"w": jnp.asarray(PARAMS["w"]), "b": jnp.full(3, 0.5, jnp.float32)}
+    inner = lambda: gf.adam(gf.warmup_cosine_decay_schedule(0.0, 0.3, 5, 60))  # noqa: E731
+    guarded = gf.protect(inner(), watch_loss=False, watch_grad_norm=False)
+    chained = gf.chain(inner(), gf.clip_relative_update())
+    s_pr, s_ch = guarded.init(params), chained.init(params)
+    step_pr, step_ch = jax.jit(guarded.update), jax.jit(chained.update)
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        g = grads_at(rng)
+        u_pr, s_pr = step_pr(g, s_pr, params)
+        u_ch, s_ch = step_ch(g, s_ch, params)
+        assert_bitwise_equal(u_pr, u_ch)
+        params = gf.apply_updates(params, u_pr)
+    assert_bitwise_equal(s_pr.update_clip, s_ch[1])
+    assert int(s_pr.update_clip.num_clipped) > 10
+
+
 def test_update_clip_needs_params():
     tx = gf.protect(gf.adam(0.01), watch_loss=False)
     with pytest.raises(ValueError, match="max_update_ratio=None"):
