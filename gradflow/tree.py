@@ -12,7 +12,7 @@ from jax.sharding import AxisType
 INT32_MAX = np.iinfo(np.int32).max
 
 
-# Leaves up to _SMALL elements are reduced together: XLA compiles one kernel per
+# Leaves up to SMALL elements are reduced together: XLA compiles one kernel per
 # distinct reduction, and a tree of many small leaves of different shapes spends most
 # of its compile time there (1000 varied leaves: 24 s reducing each leaf, under 1 s
 # reducing them together). For the global norm the small leaves' squares are raveled,
@@ -26,7 +26,7 @@ INT32_MAX = np.iinfo(np.int32).max
 # are never concatenated: their shardings are unknown while tracing, and a
 # concatenation of differently sharded operands would make XLA gather them. Neither
 # are leaves with a non-replicated explicit sharding.
-_SMALL = 1 << 16
+SMALL = 1 << 16
 
 
 def group_key(x: Any) -> Any:
@@ -69,7 +69,7 @@ def _small_groups(leaves: list) -> tuple[list, dict]:
     alone: list = []
     groups: dict = {}
     for i, x in enumerate(leaves):
-        key = group_key(x) if 0 < x.size <= _SMALL else None
+        key = group_key(x) if 0 < x.size <= SMALL else None
         if key is None:
             alone.append(i)
         else:
@@ -85,7 +85,7 @@ def _across(total: jnp.ndarray, axis_name: Any) -> jnp.ndarray:
 def square_sums(leaves: list, axis_name: Any = None) -> list:
     """[Σ|x|² for x in leaves], each accumulated in at least float32.
 
-    Small leaves (see ``_SMALL``) of one accumulation dtype and one size are raveled,
+    Small leaves (see ``SMALL``) of one accumulation dtype and one size are raveled,
     stacked and reduced by one reduce per size; every other leaf by its own reduce.
     Sharded leaves are never stacked with others. ``axis_name`` as in
     :func:`global_norm` (one ``psum`` of the stacked sums).

@@ -13,7 +13,7 @@ from gradflow import tree as tree_lib
 
 def mixed_leaves(seed: int = 0) -> list:
     rng = np.random.default_rng(seed)
-    shapes = [(3, 4), (70, 3), (5,), (40,), (2, 3, 5), (), (0,), (1000,), (tree_lib._SMALL + 7,)]
+    shapes = [(3, 4), (70, 3), (5,), (40,), (2, 3, 5), (), (0,), (1000,), (tree_lib.SMALL + 7,)]
     leaves = [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
     leaves.append(jnp.asarray(rng.standard_normal((6, 6)), jnp.bfloat16))
     leaves.append(jnp.asarray(rng.standard_normal((4,)) + 1j * rng.standard_normal((4,)), jnp.complex64))
@@ -61,7 +61,7 @@ def count_reduces(fn, leaves) -> int:
 
 
 def test_global_norm_reduces_small_leaves_once():
-    leaves = varied_leaves(60) + [jnp.ones((tree_lib._SMALL + 1,))]
+    leaves = varied_leaves(60) + [jnp.ones((tree_lib.SMALL + 1,))]
     # one reduce for the 60 small leaves, one for the large leaf, one adding the two
     assert count_reduces(gf.global_norm, leaves) == 3
 
