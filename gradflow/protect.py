@@ -202,11 +202,13 @@ def protect(
     ``threshold`` skips less.
 
     Cost: not free. ``benchmarks/protect_overhead.py`` (one CPU run): a step of
-    ``protect`` around the standard recipe took 73 ms against 40 ms unprotected on
-    one 20M-parameter leaf (49 ms without the update clip), and 12 ms against 7.2 ms
-    on 300 small leaves (8.2 ms without it), whose step compiled in 30 s against 15 s.
+    ``protect`` around the standard recipe took 85 ms against 61 ms unprotected on
+    one 20M-parameter leaf (79 ms without the update clip), and 28 ms against 13 ms
+    on 300 small leaves (20 ms without it), whose step compiled in 42 s against 28 s.
     Under ``jax.jit`` a skip is a ``lax.cond`` (a select inside ``shard_map``), so an
-    accepted step writes the inner state in place.
+    accepted step writes the inner state in place; the update clip's factors are
+    computed inside it and applied after it, so the scaling fuses into the caller's
+    ``apply_updates``.
 
     The relative update clip (ρ = 0.1, s = 0.01) is on by default: a tensor moves
     by at most a tenth of its RMS per step, which an adaptive optimizer's step
