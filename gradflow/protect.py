@@ -186,8 +186,8 @@ def protect(
     ×10⁴ and more, gradient norm ×100 and more) and NaN/inf steps are far
     beyond either bound. In ``benchmarks/stability.py`` (eight seeds, held-out
     loss, median over seeds; ``benchmarks/stability.md``), ``protect`` around the
-    standard recipe: float16 with a fixed 2¹⁶ loss scale 0.306 where the standard
-    recipe ends NaN in 7 of 8 runs (counted at ln 10 = 2.303: 0.13×); 3% of
+    standard recipe: float16 with a fixed 2¹⁶ loss scale 0.315 where the standard
+    recipe ends NaN in 6 of 8 runs (counted at ln 10 = 2.303: 0.14×); 3% of
     batches with targets ×100–1000 0.640 against 0.642 (the oracle that skips
     exactly the corrupted batches: 0.641). OLMo's "either" rule with ρ = 1
     there: 0.349 and 0.663.
@@ -214,17 +214,19 @@ def protect(
     by at most a tenth of its RMS per step, which an adaptive optimizer's step
     (about the learning rate per element) exceeds only past the rates that train
     well. In the benchmark's transformer sweep over peak rates 10⁻³…1 (steps of √10)
-    it takes the LR sensitivity from 0.210 to 0.113 (0.54×): at rate 1, its best,
-    the final loss is 2.655 against 3.246, at 0.1 2.682 against 3.045, at 0.01 2.747
-    against 2.848 (the standard recipe's best rate ends at 2.805), and no rate ends
-    worse; the RNN 2.337 against 2.336, the corrupted targets and float16 as above.
+    it takes the LR sensitivity from 0.207 to 0.113 (0.55×): at rate 1, its best,
+    the final loss is 2.655 against 3.224, at 0.1 2.682 against 3.053, at 0.01 2.747
+    against 2.851 (the standard recipe's best rate ends at 2.805), and no rate ends
+    worse; the RNN 2.337 against 2.334, the corrupted targets and float16 as above.
     Holding the cut (``hold_update_cut=True``) is what anneals the cut matrices:
-    cutting each step alone, rate 1 ended at 2.796 and the best rate at 2.706.
+    cutting each step alone, rate 1 ended at 2.794 and the best rate at 2.706.
     Vectors are not held: holding the cuts the deep MLP's biases needed in its first
-    steps slowed them fivefold for the whole run (0.291 there). (The 16-layer MLP
-    ends at 0.272 against 0.322, but there protect without the update clip, which
-    skips nothing and so changes nothing, ends at 0.270: that scenario's runs are
-    chaotic and differ by ±15% between compiled programs.) On the earlier five-rate
+    steps slowed them fivefold for the whole run (0.291 there, against 0.272 not
+    held, on another machine). (The 16-layer MLP ends at 0.289 against 0.251, but
+    there protect without the update clip, which skips nothing and so changes
+    nothing, ends at 0.309: that scenario's runs are chaotic and differ by ±25%
+    between compiled programs and machines; on another CPU protect ended at 0.272
+    against 0.322.) On the earlier five-rate
     grid, without holding, ρ = 0.05 ended better at every rate from 0.01 on but 0.3%
     worse on the RNN; ρ = 0.03 0.6% worse at 10⁻³; ρ = 0.3 never acted. It slows
     tensors that start at zero (biases) to ρ·s = 10⁻³ per element per step until
