@@ -47,22 +47,19 @@ def step_unless_skipped(accept: jnp.ndarray, step, operand: Any, old: Any, axis_
         updates, new = step(x)
         return updates, jax.tree.map(lambda n, o: n.astype(jnp.result_type(o)), new, old)
 
-    def skip(x):
-        shapes = jax.eval_shape(run, x)[0]
-        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), old
-
-    def skip_cheaply(x):  # small leaves of the operand stand in for zero updates: zeroed after the cond
-        shapes = jax.eval_shape(run, x)[0]
-        if jax.tree.structure(shapes) != jax.tree.structure(x):
-            return skip(x)
-        cheap = lambda s, o: s.shape == jnp.shape(o) and s.dtype == jnp.result_type(o) and s.size <= tree_lib.SMALL  # noqa: E731
-        return jax.tree.map(lambda s, o: o if cheap(s, o) else jnp.zeros(s.shape, s.dtype), shapes, x), old
+    def skip(x, stand_in=False):  # stand_in: small operand leaves for zero updates, zeroed after the cond
+        shapes, treedef = jax.tree.flatten(jax.eval_shape(run, x)[0])
+        given = treedef.flatten_up_to(x) if stand_in and jax.tree.structure(x) == treedef else [None] * len(shapes)
+        fits = lambda s, o: o is not None and s.shape == jnp.shape(o) and s.dtype == jnp.result_type(o)  # noqa: E731
+        return treedef.unflatten([
+            o if fits(s, o) and s.size <= tree_lib.SMALL else jnp.zeros(s.shape, s.dtype) for s, o in zip(shapes, given)
+        ]), old
 
     if not isinstance(accept, jax.core.Tracer):
         return run(operand) if bool(accept) else skip(operand)
     if axis_name is None:
         try:
-            updates, new = jax.lax.cond(accept, run, skip_cheaply, operand)
+            updates, new = jax.lax.cond(accept, run, lambda x: skip(x, stand_in=True), operand)
             return zero_unless(accept, updates), new
         except TypeError as e:
             if "cond branches must have equal output types" not in str(e):
