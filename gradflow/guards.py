@@ -38,7 +38,9 @@ def step_unless_skipped(accept: jnp.ndarray, step, operand: Any, old: Any, axis_
     and dtype, and the updates are zeroed after the cond (a select that fuses into the caller's
     apply), so XLA compiles no zero-filling kernel per small leaf (on 100 varied leaves, 100
     fewer kernels); a large leaf is zero-filled, since standing in for it made protect's step on
-    one 20M-parameter leaf 30% slower. Inside ``shard_map`` (``axis_name``
+    one 20M-parameter leaf 30% slower. (A stand-in that is an argument of the jitted
+    function is copied into the cond, its buffer being read-only; gradients computed in
+    the step are not.) Inside ``shard_map`` (``axis_name``
     given, or values that vary across a mesh axis, which the zero branch would not match) a
     select. Eager, a Python branch, so ``step`` runs op by op as it does unwrapped.
     """

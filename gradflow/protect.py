@@ -201,10 +201,11 @@ def protect(
     not hurt there). Watch ``protect/num_loss_spikes``; a larger ``margin`` or
     ``threshold`` skips less.
 
-    Cost: not free. ``benchmarks/protect_overhead.py`` (one CPU run): a step of
-    ``protect`` around the standard recipe took 85 ms against 61 ms unprotected on
-    one 20M-parameter leaf (79 ms without the update clip), and 28 ms against 13 ms
-    on 300 small leaves (20 ms without it), whose step compiled in 42 s against 28 s.
+    Cost: not free. ``benchmarks/protect_overhead.py`` (one CPU run, a jitted step
+    that computes its gradients): a step of ``protect`` around the standard recipe
+    took 150 ms against 101 ms unprotected on one 20M-parameter leaf (147 ms without
+    the update clip), and 32.7 ms against 23.8 ms on 300 small leaves (29.6 ms
+    without it), whose step compiled in 87 s against 56 s.
     Under ``jax.jit`` a skip is a ``lax.cond`` (a select inside ``shard_map``), so an
     accepted step writes the inner state in place; the update clip's factors are
     computed inside it and applied after it, so the scaling fuses into the caller's
@@ -222,11 +223,10 @@ def protect(
     cutting each step alone, rate 1 ended at 2.794 and the best rate at 2.706.
     Vectors are not held: holding the cuts the deep MLP's biases needed in its first
     steps slowed them fivefold for the whole run (0.291 there, against 0.272 not
-    held, on another machine). (The 16-layer MLP ends at 0.289 against 0.251, but
-    there protect without the update clip, which skips nothing and so changes
-    nothing, ends at 0.309: that scenario's runs are chaotic and differ by ±25%
-    between compiled programs and machines; on another CPU protect ended at 0.272
-    against 0.322.) On the earlier five-rate
+    held, on another machine). (The 16-layer MLP, over 32 seeds since its runs are
+    chaotic, ends at 0.289 against 0.284; protect without the update clip, which
+    skips nothing there and so changes nothing but the compiled program's rounding,
+    at 0.306.) On the earlier five-rate
     grid, without holding, ρ = 0.05 ended better at every rate from 0.01 on but 0.3%
     worse on the RNN; ρ = 0.03 0.6% worse at 10⁻³; ρ = 0.3 never acted. It slows
     tensors that start at zero (biases) to ρ·s = 10⁻³ per element per step until
