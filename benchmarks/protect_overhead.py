@@ -52,7 +52,11 @@ def compile_step(tx, params) -> tuple:
 
 
 def time_steps(compiled: dict, repeats: int = 20) -> dict:
-    """Median step seconds of each compiled step, taking the steps in turn (a busy machine slows all alike)."""
+    """Median step seconds of each compiled step, taking the steps in turn (a busy machine slows all alike).
+
+    Each entry of ``compiled`` is (step, its arguments); the parameters and state are donated, so
+    every step's outputs replace them there.
+    """
     times: dict = {name: [] for name in compiled}
     for _ in range(repeats + 1):  # the first round warms up
         for name, (fn, args) in compiled.items():

@@ -50,7 +50,7 @@ the standard recipe fail):
                chaotic: a difference of 10⁻⁷ in the second step's loss (two compiled
                programs that round differently) ends a run anywhere from 0.1 to 2,
                and with eight seeds the median of identical updates moved by 25%,
-               so it runs four times the seeds.
+               so the full run gives it four times the seeds.
   corrupted    an MLP regressing the bottom half of a digit image from its top
                half; 3% of the batches have their targets multiplied by a factor
                drawn log-uniformly from [100, 1000] (a unit or scaling bug in a data
@@ -245,7 +245,7 @@ class Scenario:
     static_loss_scale: float | None = None  # loss × S before the backward pass, gradients ÷ S after
     healthy_init: Callable | None = None  # key -> params of the same model without the failure mode, or None
     healthy: str = ""  # what healthy_init changes, for the reference row's name
-    seed_factor: int = 1  # runs this many times --seeds seeds (chaotic scenarios need more for a stable median)
+    seed_factor: int = 1  # the full run gives it this many times --seeds seeds (chaotic ones need more for a stable median)
 
 
 def transformer_scenario(quick: bool) -> Scenario:
@@ -690,7 +690,7 @@ def main(argv: list[str] | None = None) -> dict:
     all_results, tables, dump = {}, [], {}
     for name in names:
         scenario = SCENARIOS[name](args.quick)
-        seeds = list(range(args.seeds * scenario.seed_factor))
+        seeds = list(range(args.seeds * (1 if args.quick else scenario.seed_factor)))  # --quick stays under 2 min
         results = [
             run_recipe(scenario, r, seeds, 2 if args.quick else 10, not args.no_progress)
             for r in recipes_for(scenario, not (args.quick or args.no_candidates), not args.quick)
@@ -733,7 +733,7 @@ def write_outputs(all_results, tables, runs, quick, n_seeds, out, png, dump) -> 
 
 def merge(paths: list[str], out: str, png: str) -> None:
     """Combine the JSON outputs of several runs (say, one per scenario) into one table and figure."""
-    all_results, tables, runs, dump, quick, seeds = {}, [], [], {}, False, 0
+    all_results, runs, dump, quick = {}, [], {}, False
     for path in paths:
         with open(path) as f:
             data = json.load(f)
@@ -745,14 +745,12 @@ def merge(paths: list[str], out: str, png: str) -> None:
         quick = quick or data["quick"]
         for name, d in data["scenarios"].items():
             scenario = argparse.Namespace(name=name, title=d["title"], steps=d["steps"], lrs=tuple(d["lrs"]), cap=d["cap"])
-            results = [RecipeResult(**r) for r in d["results"]]
-            seeds = min(seeds or math.inf, len(set(results[0].seeds)))
-            all_results[name] = (scenario, results)
-            tables.append(scenario_table(scenario, results))
+            all_results[name] = (scenario, [RecipeResult(**r) for r in d["results"]])
             dump[name] = d
     order = [n for n in SCENARIOS if n in all_results]
     all_results = {n: all_results[n] for n in order}
     tables = [scenario_table(*all_results[n]) for n in order]
+    seeds = min(len(set(results[0].seeds)) for _, results in all_results.values())  # the header's count
     print("\n\n".join(tables))
     write_outputs(all_results, tables, runs, quick, seeds, out, png, dump)
 
