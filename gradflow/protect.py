@@ -89,7 +89,7 @@ def _clip_to_history(updates, norm, finite, judged: _Verdict, c, need) -> tuple:
     return tree_lib.times_scalar(updates, factor, in_leaf_dtype=False), clipped
 
 
-def _cut(updates, params, clip_state, ratio, min_rms, hold, axis_name):
+def _cut(updates, params, clip_state, ratio, min_rms, hold, vectors, axis_name):
     """The clip state after :func:`gradflow.clip_relative_update`'s rule (its ``factor``: each leaf's cut);
     as it is when the ratio is None."""
     if ratio is None:
@@ -99,7 +99,7 @@ def _cut(updates, params, clip_state, ratio, min_rms, hold, axis_name):
             "protect: max_update_ratio bounds each step relative to its weights, so update needs "
             "params: call update(grads, state, params, ...), or build protect(..., max_update_ratio=None)"
         )
-    return relative_update.cut("protect", updates, params, clip_state, ratio, min_rms, hold, axis_name)
+    return relative_update.cut("protect", updates, params, clip_state, ratio, min_rms, hold, vectors, axis_name)
 
 
 def _new_state(state, judged: _Verdict, loss, norm, finite, clipped, new_inner, new_clip, size) -> ProtectState:
@@ -142,6 +142,7 @@ def protect(
     max_update_ratio: float | None = 0.1,
     min_weight_rms: float = 0.01,
     hold_update_cut: bool = True,
+    clip_vector_updates: bool = False,
     axis_name: Any = None,
 ) -> GradientTransformation:
     """Wrap any optimizer (gradflow's or optax's) in the defences that the stability benchmark supports.
@@ -253,6 +254,8 @@ def protect(
       hold_update_cut: keep each matrix's smallest update-clip factor so far (True), so the
         schedule still anneals a matrix once cut, or cut each step on its own (False); vectors
         are cut each step on their own either way.
+      clip_vector_updates: bound the steps of vectors and scalars (biases, norm gains) too, each
+        step on its own (True), or only matrices' (False).
       axis_name: inside ``jax.shard_map``, the mesh axis (or tuple of axes) that every
         leaf is split over; norms and finiteness are reduced across it. Leave ``None``
         under ``jax.jit``.
@@ -308,7 +311,7 @@ def protect(
     if max_update_ratio is not None:
         relative_update.check_args(fn, "max_update_ratio", max_update_ratio, min_weight_rms)
     hparams.check_flags(fn, skip_not_finite=skip_not_finite, watch_loss=watch_loss, watch_grad_norm=watch_grad_norm,
-                        hold_update_cut=hold_update_cut)
+                        hold_update_cut=hold_update_cut, clip_vector_updates=clip_vector_updates)
     size, need = int(window), int(min_samples)
     keep = extra_args_filter(inner.update)
     rules = dict(size=size, need=need, threshold=threshold, margin=margin, watch_loss=watch_loss,
@@ -347,7 +350,7 @@ def protect(
         def step(grads):
             new_updates, new_inner = inner.update(grads, state.inner_state, params, **keep(extra))
             new_clip = _cut(new_updates, params, state.update_clip, max_update_ratio, min_weight_rms,
-                            hold_update_cut, axis_name)
+                            hold_update_cut, clip_vector_updates, axis_name)
             return new_updates, (new_inner, new_clip)
 
         old = (state.inner_state, state.update_clip)

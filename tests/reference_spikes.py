@@ -203,11 +203,13 @@ def grad_scaler(scaled_grads_finite, init_scale=2.0**16, growth_factor=2.0, back
     return scales, scale
 
 
-def adam_relative_clip(params, grads, lr, max_ratio, min_weight_rms, b1=0.9, b2=0.999, eps=1e-8, hold=False):
+def adam_relative_clip(params, grads, lr, max_ratio, min_weight_rms, b1=0.9, b2=0.999, eps=1e-8, hold=False,
+                       vectors=True):
     """Adam's step u (Kingma & Ba, bias-corrected), then per tensor, with RMS(x) = √(mean x²):
     b = ρ·max(RMS(θ), s);  u ← u·b/RMS(u) where RMS(u) > b;  θ ← θ + u.
     With ``hold``, each matrix (ndim ≥ 2) keeps the smallest factor so far instead:
     f ← min(f, b/RMS(u)) (f = 1 at first);  u ← f·u where f < 1; vectors are cut each step alone.
+    Without ``vectors``, vectors and scalars are not bounded at all.
 
     Returns the parameters after every step and, per step, the leaves whose step was cut."""
     theta = _f64(params)
@@ -224,7 +226,7 @@ def adam_relative_clip(params, grads, lr, max_ratio, min_weight_rms, b1=0.9, b2=
             u = -lr * (m[k] / (1 - b1**k_)) / (np.sqrt(v[k] / (1 - b2**k_)) + eps)
             bound = max_ratio * max(math.sqrt(np.mean(theta[k] ** 2)), min_weight_rms)
             rms_u = math.sqrt(np.mean(u**2))
-            factor = bound / rms_u if rms_u > bound else 1.0
+            factor = bound / rms_u if rms_u > bound and (vectors or theta[k].ndim >= 2) else 1.0
             if hold and theta[k].ndim >= 2:
                 f[k] = factor = min(f[k], factor)
             if factor < 1.0:

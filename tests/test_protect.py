@@ -83,7 +83,8 @@ def test_default_update_clip_leaves_steps_below_its_bound_bit_identical():
 
 def test_update_clip_bounds_each_tensor_relative_to_its_weights():
     params = {"w": jnp.asarray(PARAMS["w"]), "b": jnp.zeros(3, jnp.float32), "c": jnp.full(2, 100.0, jnp.float32)}
-    tx = gf.protect(gf.sgd(1.0), watch_loss=False, watch_grad_norm=False, max_update_ratio=0.2, min_weight_rms=0.05)
+    tx = gf.protect(gf.sgd(1.0), watch_loss=False, watch_grad_norm=False, max_update_ratio=0.2, min_weight_rms=0.05,
+                    clip_vector_updates=True)
     g = {"w": jnp.full((4, 3), 3.0), "b": jnp.asarray([1.0, -2.0, 2.0]), "c": jnp.asarray([0.5, -0.5])}
     u, state = tx.update(g, tx.init(params), params)
     rms = lambda x: float(np.sqrt(np.mean(np.square(np.asarray(x, np.float64)))))  # noqa: E731
@@ -94,12 +95,25 @@ def test_update_clip_bounds_each_tensor_relative_to_its_weights():
     assert int(state.update_clip.num_leaves_clipped) == 2 and int(state.update_clip.num_clipped) == 1
 
 
-def test_update_clip_under_jit_equals_chaining_clip_relative_update_bitwise():
+def test_update_clip_leaves_vectors_alone_by_default():
+    params = {"w": jnp.asarray(PARAMS["w"]), "b": jnp.zeros(3, jnp.float32)}
+    tx = gf.protect(gf.sgd(1.0), watch_loss=False, watch_grad_norm=False, max_update_ratio=0.2, min_weight_rms=0.05)
+    g = {"w": jnp.full((4, 3), 3.0), "b": jnp.asarray([1.0, -2.0, 2.0])}
+    u, state = tx.update(g, tx.init(params), params)
+    rms = lambda x: float(np.sqrt(np.mean(np.square(np.asarray(x, np.float64)))))  # noqa: E731
+    np.testing.assert_allclose(rms(u["w"]), 0.2 * rms(params["w"]), rtol=1e-6)  # the matrix: cut to ρ·RMS(w)
+    assert_bitwise_equal(u["b"], -g["b"])  # the bias, 400× over its bound ρ·s: untouched
+    assert int(state.update_clip.num_leaves_clipped) == 1
+    np.testing.assert_allclose(np.asarray(state.update_clip.factor)[0], 1.0)  # leaves in tree order: b, w
+
+
+@pytest.mark.parametrize("vectors", [False, True])
+def test_update_clip_under_jit_equals_chaining_clip_relative_update_bitwise(vectors):
     # The cut is computed inside the skip cond and applied after it: the same numbers as the transform.
     params = {"w": jnp.asarray(PARAMS["w"]), "b": jnp.full(3, 0.5, jnp.float32)}
     inner = lambda: gf.adam(gf.warmup_cosine_decay_schedule(0.0, 0.3, 5, 60))  # noqa: E731
-    guarded = gf.protect(inner(), watch_loss=False, watch_grad_norm=False)
-    chained = gf.chain(inner(), gf.clip_relative_update())
+    guarded = gf.protect(inner(), watch_loss=False, watch_grad_norm=False, clip_vector_updates=vectors)
+    chained = gf.chain(inner(), gf.clip_relative_update(vectors=vectors))
     s_pr, s_ch = guarded.init(params), chained.init(params)
     step_pr, step_ch = jax.jit(guarded.update), jax.jit(chained.update)
     rng = np.random.default_rng(5)

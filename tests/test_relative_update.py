@@ -20,14 +20,14 @@ def _grads(steps=150):
 
 @pytest.mark.parametrize("lr, rho, floor", [(0.05, 0.1, 0.01), (0.003, 0.05, 0.02), (1.0, 0.2, 1e-4)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("hold", [True, False])
-def test_adam_then_clip_matches_reference_over_spiky_steps(lr, rho, floor, dtype, hold, request):
+@pytest.mark.parametrize("hold, vectors", [(True, False), (True, True), (False, True)])
+def test_adam_then_clip_matches_reference_over_spiky_steps(lr, rho, floor, dtype, hold, vectors, request):
     if dtype == "float64":
         request.getfixturevalue("x64")
     dt = jnp.dtype(dtype)
     grads = _grads()
-    want, cut = reference_spikes.adam_relative_clip(PARAMS, grads, lr, rho, floor, hold=hold)
-    tx = gf.chain(gf.adam(lr), gf.clip_relative_update(rho, floor, hold=hold))
+    want, cut = reference_spikes.adam_relative_clip(PARAMS, grads, lr, rho, floor, hold=hold, vectors=vectors)
+    tx = gf.chain(gf.adam(lr), gf.clip_relative_update(rho, floor, hold=hold, vectors=vectors))
     traces = []
 
     def step(p, s, g):
@@ -56,7 +56,7 @@ def test_adam_then_clip_matches_reference_over_spiky_steps(lr, rho, floor, dtype
 def test_a_step_below_the_bound_is_untouched_bit_for_bit():
     params = {"w": jnp.full((3, 3), 2.0), "b": jnp.zeros(3)}
     g = {"w": jnp.full((3, 3), 0.1), "b": jnp.asarray([1e-3, -1e-3, 5e-4])}  # ratios 0.05 and < ρ·s
-    u, state = gf.clip_relative_update(0.1, 0.01).update(g, gf.clip_relative_update().init(params), params)
+    u, state = gf.clip_relative_update(0.1, 0.01, vectors=True).update(g, gf.clip_relative_update().init(params), params)
     for k in g:
         assert np.asarray(u[k]).tobytes() == np.asarray(g[k]).tobytes()
     assert not bool(state.clipped) and int(state.num_leaves_clipped) == 0
@@ -67,7 +67,7 @@ def test_a_step_below_the_bound_is_untouched_bit_for_bit():
 def test_a_big_step_is_cut_to_the_bound_keeping_its_direction():
     params = {"w": jnp.full((4,), 0.5), "b": jnp.zeros(2)}
     g = {"w": jnp.asarray([3.0, -1.0, 2.0, 0.0]), "b": jnp.asarray([4.0, -3.0])}
-    tx = gf.clip_relative_update(0.1, 0.01)
+    tx = gf.clip_relative_update(0.1, 0.01, vectors=True)
     u, state = tx.update(g, tx.init(params), params)
     rms = lambda x: float(np.sqrt(np.mean(np.square(np.asarray(x, np.float64)))))  # noqa: E731
     np.testing.assert_allclose(rms(u["w"]), 0.1 * 0.5, rtol=1e-6)
@@ -77,9 +77,25 @@ def test_a_big_step_is_cut_to_the_bound_keeping_its_direction():
     assert bool(state.clipped) and int(state.num_leaves_clipped) == 2 and int(state.num_clipped) == 1
 
 
+def test_by_default_only_matrices_are_bounded_and_vectors_pass_bit_for_bit():
+    params = {"w": jnp.full((2, 3), 0.5), "b": jnp.zeros(3), "s": jnp.ones(())}
+    g = {"w": jnp.full((2, 3), 1.0), "b": jnp.asarray([4.0, -3.0, 1.0]), "s": jnp.asarray(5.0)}
+    tx = gf.clip_relative_update(0.1, 0.01)
+    u, state = tx.update(g, tx.init(params), params)
+    np.testing.assert_allclose(np.asarray(u["w"]), 0.05, rtol=1e-6)  # the matrix: cut to ρ·RMS(w)
+    for k in ("b", "s"):
+        assert np.asarray(u[k]).tobytes() == np.asarray(g[k]).tobytes(), k
+    assert int(state.num_leaves_clipped) == 1
+    np.testing.assert_allclose(float(state.max_ratio), 2.0, rtol=1e-6)  # over the matrices only: 1/0.5
+    np.testing.assert_allclose(np.asarray(state.factor), [1.0, 1.0, 0.05], rtol=1e-6)  # tree order: b, s, w
+    only_vectors = {"b": jnp.zeros(3)}
+    u, state = tx.update({"b": jnp.ones(3)}, tx.init(only_vectors), only_vectors)
+    assert np.asarray(u["b"]).tobytes() == np.asarray(jnp.ones(3)).tobytes() and int(state.count) == 1
+
+
 def test_a_held_cut_keeps_scaling_a_matrix_until_a_larger_cut_and_a_vector_is_cut_alone():
     params = {"w": jnp.full((2, 2), 2.0), "b": jnp.full((4,), 2.0)}
-    tx, loose = gf.clip_relative_update(0.1, 0.01), gf.clip_relative_update(0.1, 0.01, hold=False)
+    tx, loose = gf.clip_relative_update(0.1, 0.01, vectors=True), gf.clip_relative_update(0.1, 0.01, hold=False, vectors=True)
     state, loose_state = tx.init(params), loose.init(params)
     factors = []
     for step in [1.0, 0.1, 0.1, 2.0, 0.1]:  # ratios 0.5, 0.05, 0.05, 1, 0.05 against ρ = 0.1
@@ -97,7 +113,7 @@ def test_a_held_cut_keeps_scaling_a_matrix_until_a_larger_cut_and_a_vector_is_cu
 
 def test_bfloat16_updates_keep_their_dtype_and_stats_are_named():
     params = {"w": jnp.ones(8, jnp.bfloat16)}
-    tx = optax.chain(optax.adam(1.0), gf.clip_relative_update())
+    tx = optax.chain(optax.adam(1.0), gf.clip_relative_update(vectors=True))
     u, state = tx.update({"w": jnp.ones(8, jnp.bfloat16)}, tx.init(params), params)
     assert u["w"].dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(u["w"], np.float32), -0.1, rtol=1e-2)
@@ -121,6 +137,10 @@ def test_needs_params_and_checks_its_arguments():
         gf.protect(gf.adam(0.1), max_update_ratio=-0.5)
     with pytest.raises(ValueError, match=r"clip_relative_update: hold must be True or False, got 1"):
         gf.clip_relative_update(hold=1)
+    with pytest.raises(ValueError, match=r"clip_relative_update: vectors must be True or False, got 'yes'"):
+        gf.clip_relative_update(vectors="yes")
+    with pytest.raises(ValueError, match=r"protect: clip_vector_updates must be True or False, got 0"):
+        gf.protect(gf.adam(0.1), clip_vector_updates=0)
     with pytest.raises(ValueError, match=r"protect: hold_update_cut must be True or False, got 'no'"):
         gf.protect(gf.adam(0.1), hold_update_cut="no")
     with pytest.raises(ValueError, match=r"protect: hold_update_cut must be True or False, got 'no'"):
