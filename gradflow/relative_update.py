@@ -155,8 +155,8 @@ def clip_relative_update(
 
     Measured in ``benchmarks/stability.py`` after the standard recipe (eight seeds;
     see ``gradflow.protect``, which applies it by default): with ρ = 0.1, s = 0.01 the
-    transformer's final loss at peak rates 0.1 and 1 drops from 3.05 and 3.22 to
-    2.68 and 2.66 (2.71 and 2.79 with ``hold=False``), the standard recipe's rate
+    transformer's final loss at peak rates 0.1 and 1 drops from 3.04 and 3.25 to
+    2.68 and 2.65 (2.70 and 2.81 with ``hold=False``), the standard recipe's rate
     0.01 from 2.85 to 2.75, and no rate ends worse.
 
     Args:

@@ -238,6 +238,48 @@ def test_max_consecutive_skips_lets_a_lasting_change_through():
     assert flags[:4] == [True, True, True, False]
 
 
+def _spiky_run(tx, every, steps=240):
+    """protect's skips over a run whose loss and gradient are ×30 on every ``every``-th step from step 20."""
+    params = jax.tree.map(jnp.asarray, PARAMS)
+    state = tx.init(params)
+    rng = np.random.default_rng(11)
+    skipped, rates = [], []
+    for t in range(steps):
+        spike = t >= 20 and t % every == 0
+        g, loss = grads_at(rng, 30.0 if spike else 1.0), jnp.float32(30.0 if spike else 1.0 + 0.01 * rng.standard_normal())
+        _, state = tx.update(g, state, params, value=loss)
+        skipped.append(bool(state.skipped))
+        rates.append(float(state.spike_rate))
+    return np.asarray(skipped), np.asarray(rates), state
+
+
+def test_rare_spikes_are_all_skipped():
+    skipped, rates, state = _spiky_run(gf.protect(gf.adam(0.01), max_update_ratio=None), every=40)
+    spikes = np.asarray([t >= 20 and t % 40 == 0 for t in range(len(skipped))])
+    np.testing.assert_array_equal(skipped, spikes)  # 5 spikes, 2.5% of the steps: every one skipped, nothing else
+    assert int(state.num_loss_spikes) == 5 and float(rates.max()) < 0.05
+
+
+def test_spikes_on_more_than_max_spike_rate_of_the_steps_are_let_through():
+    # a spike every 4th step is the run's own scale, not an accident: once the average rate of spikes
+    # (over about 64 steps) passes max_spike_rate = 0.05, they are applied and recorded
+    tx = gf.protect(gf.adam(0.01), max_update_ratio=None)
+    skipped, rates, state = _spiky_run(tx, every=4)
+    judged = np.asarray([t >= 20 and t % 4 == 0 for t in range(len(skipped))], np.float64)
+    want = np.zeros(len(judged))  # the rate after each step: r ← r + (spike − r)/64, judged before the update
+    r = 0.0
+    for t, j in enumerate(judged):
+        r += (j - r) / 64
+        want[t] = r
+    np.testing.assert_allclose(rates, want, rtol=1e-5, atol=1e-7)
+    before = np.concatenate([[0.0], want[:-1]])  # each step is judged against the rate before it
+    np.testing.assert_array_equal(skipped, judged.astype(bool) & (before <= 0.05))
+    assert skipped.sum() == 4 and not skipped[40:].any()  # 4 skipped while the rate climbs to 0.05, then let through
+    every_spike = _spiky_run(gf.protect(gf.adam(0.01), max_update_ratio=None, max_spike_rate=None,
+                                        max_consecutive_skips=None), every=4)[0]
+    np.testing.assert_array_equal(every_spike, judged.astype(bool))  # without the rule: every one skipped
+
+
 def test_clip_to_history_cuts_the_norm_to_the_bound():
     tx = gf.protect(gf.sgd(1.0), clip_to_history=2.0, watch_loss=False, watch_grad_norm=False, max_update_ratio=None)
     params = jax.tree.map(jnp.asarray, PARAMS)
@@ -286,6 +328,8 @@ def test_watching_the_loss_without_value_raises_a_clear_error():
         (dict(min_samples=1), "min_samples"),
         (dict(window=4, min_samples=8), "min_samples"),
         (dict(max_consecutive_skips=-1), "max_consecutive_skips"),
+        (dict(max_spike_rate=0.0), "max_spike_rate"),
+        (dict(max_spike_rate=1.5), "max_spike_rate"),
         (dict(clip_to_history=0.0), "clip_to_history"),
         (dict(spike_rule="all"), "spike_rule"),
         (dict(watch_loss=1), "watch_loss"),
