@@ -106,11 +106,7 @@ def check_args(fn: str, ratio_name: str, max_ratio: float, min_weight_rms: float
 
 
 def clip_relative_update(
-    max_ratio: float = 0.1,
-    min_weight_rms: float = 0.01,
-    *,
-    hold: bool = True,
-    vectors: bool = False,
+    max_ratio: float = 0.1, min_weight_rms: float = 0.01, *, hold: bool = True, vectors: bool = False,
     axis_name: Any = None,
 ) -> GradientTransformation:
     """Scale each matrix's update down so that its RMS is at most ``max_ratio`` times its weights' RMS.
