@@ -19,7 +19,7 @@ class ClipRelativeUpdateState(NamedTuple):
     stats_name = "clip_relative_update"
 
     count: jnp.ndarray  # int32 scalar: updates seen
-    max_ratio: jnp.ndarray  # float scalar: max over leaves of RMS(u)/max(RMS(w), s) in the last update, before clipping
+    max_ratio: jnp.ndarray  # float scalar: max over the bounded leaves of RMS(u)/max(RMS(w), s) in the last update, before clipping
     clipped: jnp.ndarray  # bool scalar: whether a leaf of the last update was scaled down
     num_clipped: jnp.ndarray  # int32 scalar: updates with a scaled-down leaf so far
     num_leaves_clipped: jnp.ndarray  # int32 scalar: leaves scaled down in the last update
