@@ -60,8 +60,8 @@ def cut(
     bounded = np.flatnonzero(is_matrix | vectors)
     if not bounded.size:
         return state._replace(count=tree_lib.safe_increment(state.count))
-    u_leaves = [u_all[i] for i in bounded]
-    w_leaves = [treedef.flatten_up_to(params)[i] for i in bounded]
+    w_all = treedef.flatten_up_to(params)
+    u_leaves, w_leaves = [u_all[i] for i in bounded], [w_all[i] for i in bounded]
     u_sq = tree_lib.square_sums(u_leaves, axis_name)
     w_sq = tree_lib.square_sums(w_leaves, axis_name)
     rho, floor = hparams.as_scalar(max_ratio, dt), hparams.as_scalar(min_weight_rms, dt)
