@@ -224,7 +224,7 @@ def protect(
     0.0723, 0.150 and 0.462 at rates 0.003, 0.01 and 0.03, against the standard
     recipe's 0.0678, 0.138 and 0.337; with ``max_spike_rate=0.05`` (760 skipped),
     0.0655, 0.137 and 0.311, and the corrupted batches of the
-    benchmark are still caught (483 skipped of the teacher–student run's ~480).
+    benchmark are still caught (483 skipped in the teacher–student runs, which hold about 480).
     The rate averages over about 128 steps: over 64 it passed 5% by chance often
     enough, with 3% of batches corrupted, to let 6% of them through (453 skipped,
     0.0049 against the oracle's 0.0046), and the healthy sweep ended at 0.0657,
