@@ -313,19 +313,28 @@ def _sample_rows(data, k, batch):
     return data[0][i], data[1][i]
 
 
-def deep_mlp_scenario(quick: bool) -> Scenario:
+def _digits_mlp_scenario(name: str, title: str, steps: int, lrs: tuple, sizes: list[int], gain: float,
+                         dtype=jnp.float32, **extra) -> Scenario:
+    """A ReLU MLP (layer ``sizes``, gain × He init) classifying the normalised digits in batches of 64,
+    computed in ``dtype``; ``extra`` fills the scenario's remaining fields."""
     batch = 64
     return Scenario(
-        "deep_mlp", "16-layer ReLU MLP, 1.4× He init", 100 if quick else 300, batch, (1e-2,), 0.999, 1e-4,
+        name, title, steps, batch, lrs, 0.999, 1e-4,
         data=_digits_class_data(True),
-        init=lambda k: mlp_init(k, [64] + [64] * 16 + [10], 1.4),
-        loss=lambda p, b: cross_entropy(mlp_apply(p, b[0]), b[1]),
+        init=lambda k: mlp_init(k, sizes, gain),
+        loss=lambda p, b: cross_entropy(mlp_apply(p, b[0], dtype), b[1]),
         sample=lambda data, k, t: _sample_rows(data, k, batch),
-        evaluate=lambda p, data: cross_entropy(mlp_apply(p, data[2]), data[3]),
+        evaluate=lambda p, data: cross_entropy(mlp_apply(p, data[2], dtype), data[3]),
         cap=math.log(10),
-        healthy_init=lambda k: mlp_init(k, [64] + [64] * 16 + [10], 1.0),
-        healthy="He init",
-        seed_factor=4,
+        **extra,
+    )
+
+
+def deep_mlp_scenario(quick: bool) -> Scenario:
+    sizes = [64] + [64] * 16 + [10]
+    return _digits_mlp_scenario(
+        "deep_mlp", "16-layer ReLU MLP, 1.4× He init", 100 if quick else 300, (1e-2,), sizes, 1.4,
+        healthy_init=lambda k: mlp_init(k, sizes, 1.0), healthy="He init", seed_factor=4,
     )
 
 
@@ -397,33 +406,17 @@ def corrupted_fit_scenario(quick: bool) -> Scenario:
 
 
 def healthy_sweep_scenario(quick: bool) -> Scenario:
-    batch = 64
     lrs = (1e-3, 3e-2) if quick else (1e-3, 3e-3, 1e-2, 3e-2)
-    return Scenario(
-        "healthy_sweep", "healthy 2-layer MLP (256 wide) on the digits, LR sweep", 100 if quick else 300, batch, lrs,
-        0.999, 1e-4,
-        data=_digits_class_data(True),
-        init=lambda k: mlp_init(k, [64, 256, 256, 10], 1.0),
-        loss=lambda p, b: cross_entropy(mlp_apply(p, b[0]), b[1]),
-        sample=lambda data, k, t: _sample_rows(data, k, batch),
-        evaluate=lambda p, data: cross_entropy(mlp_apply(p, data[2]), data[3]),
-        cap=math.log(10),
-        seed_factor=4,
+    return _digits_mlp_scenario(
+        "healthy_sweep", "healthy 2-layer MLP (256 wide) on the digits, LR sweep", 100 if quick else 300, lrs,
+        [64, 256, 256, 10], 1.0, seed_factor=4,
     )
 
 
 def float16_scenario(quick: bool) -> Scenario:
-    batch = 64
-    return Scenario(
-        "float16", "float16 compute, static loss scale 2¹⁶", 100 if quick else 300, batch, (1e-3,), 0.999, 1e-4,
-        data=_digits_class_data(True),
-        init=lambda k: mlp_init(k, [64] + [64] * 8 + [10], 1.0),
-        loss=lambda p, b: cross_entropy(mlp_apply(p, b[0], jnp.float16), b[1]),
-        sample=lambda data, k, t: _sample_rows(data, k, batch),
-        evaluate=lambda p, data: cross_entropy(mlp_apply(p, data[2], jnp.float16), data[3]),
-        cap=math.log(10),
-        half_precision=True,
-        static_loss_scale=2.0**16,
+    return _digits_mlp_scenario(
+        "float16", "float16 compute, static loss scale 2¹⁶", 100 if quick else 300, (1e-3,), [64] + [64] * 8 + [10],
+        1.0, jnp.float16, half_precision=True, static_loss_scale=2.0**16,
     )
 
 
