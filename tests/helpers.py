@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+import sys
+import types
+
 import jax
 import numpy as np
 
 import gradflow as gf
+
+
+def load_script(path: pathlib.Path, name: str) -> types.ModuleType:
+    """Import the script at ``path`` as the module ``name`` (examples and benchmarks are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_trajectory(tx: gf.GradientTransformation, params: dict, grads: list[dict], dtype=np.float32) -> list[dict]:

@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import pathlib
-import sys
 
 import numpy as np
 import pytest
+
+from tests.helpers import load_script
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
 def load(name: str):
-    """Import ``examples/<name>.py`` as a module (the examples are scripts, not a package)."""
-    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+    """Import ``examples/<name>.py`` as a module."""
+    return load_script(EXAMPLES / f"{name}.py", f"example_{name}")
 
 
 def test_quickstart_fits_the_line():

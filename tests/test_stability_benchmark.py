@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import pathlib
-import sys
 
 import numpy as np
 import pytest
+
+from tests.helpers import load_script
 
 BENCHMARK = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "stability.py"
 NAMES = ["transformer", "rnn", "deep_mlp", "corrupted", "corrupted_fit", "float16", "healthy_sweep"]
@@ -17,11 +17,7 @@ NAMES = ["transformer", "rnn", "deep_mlp", "corrupted", "corrupted_fit", "float1
 
 @pytest.fixture(scope="module")
 def stability():
-    spec = importlib.util.spec_from_file_location("stability_benchmark", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARK, "stability_benchmark")
 
 
 def test_the_list_of_scenarios_is_the_one_tested(stability):
