@@ -51,10 +51,10 @@ def sgd(
       learning_rate: α ≥ 0, or a schedule ``step -> α_t``.
       momentum: μ in [0, 1]; 0 disables the buffer.
       nesterov: Nesterov momentum (needs μ > 0 and d = 0, as in PyTorch).
-      dampening: PyTorch's dampening d in [0, 1].
+      dampening: PyTorch's dampening d in [0, 1]; ignored when μ = 0, as in PyTorch.
 
     Returns:
-      ``chain(trace(μ, nesterov, d), scale_by_learning_rate(α))`` (no trace when μ = d = 0).
+      ``chain(trace(μ, nesterov, d), scale_by_learning_rate(α))`` (no trace when μ = 0).
 
     Parity:
       docs/equations.md, eq. (8): ``sgd(α)``; eq. (9): ``sgd(α, momentum=0.9)``.
@@ -79,7 +79,8 @@ def sgd(
     check_learning_rate("sgd", learning_rate)
     check_momentum("sgd", momentum, nesterov, dampening)
     # Numbers decide the structure; arrays (injected hyperparameters) never do.
-    if hparams.static_number(momentum) == 0 and hparams.static_number(dampening) == 0:
+    # With μ = 0 PyTorch keeps no buffer and ignores d; so does sgd.
+    if hparams.static_number(momentum) == 0:
         return chain(scale_by_learning_rate(learning_rate))
     return chain(trace(momentum, nesterov, dampening), scale_by_learning_rate(learning_rate))
 

@@ -108,7 +108,8 @@ def trace(
     u = b_t, or u = g_t + μ·b_t with ``nesterov=True``.
 
     The first step stores the gradient undamped, exactly as ``torch.optim.SGD``
-    does. With d = 0 this is b ← μ·b + g from b = 0, i.e. optax.trace.
+    does, and with μ = 0 d is ignored (u = g), as there. With d = 0 this is
+    b ← μ·b + g from b = 0, i.e. optax.trace.
 
     Args:
       decay: the momentum μ in [0, 1].
@@ -120,7 +121,9 @@ def trace(
     ``optax.trace(decay=μ, nesterov=...)`` when d = 0.
     """
     check_momentum("trace", decay, nesterov, dampening, name="decay")
-    d_num = hparams.static_number(dampening)
+    d_num, mu_num = hparams.static_number(dampening), hparams.static_number(decay)
+    # PyTorch keeps no buffer when μ = 0, so d never applies then: u = g.
+    damped = (d_num is None or d_num != 0.0) and (mu_num is None or mu_num != 0.0)
 
     def init_fn(params):
         return TraceState(count=tree_lib.zero_count(), trace=tree_lib.zeros_like(params, accumulator_dtype))
@@ -130,12 +133,14 @@ def trace(
         tree_lib.check_same_shapes("trace", updates, state.trace, "momentum buffer")
         # b starts at zero, so the first step's μ·b vanishes; only g's factor differs.
         # 1 − d is formed in the gradient's dtype, from d in that dtype.
-        damped = d_num is None or d_num != 0.0
+        undamped = state.count == 0
+        if mu_num is None:  # an injected μ may be 0 at run time
+            undamped = undamped | (hparams.as_scalar(decay, jnp.float32) == 0)
 
         def damp(g):
             if not damped:
                 return g
-            return g * jnp.where(state.count == 0, 1, 1 - hparams.as_scalar(dampening, g.dtype))
+            return g * jnp.where(undamped, 1, 1 - hparams.as_scalar(dampening, g.dtype))
 
         new_trace = jax.tree.map(lambda g, b: (b * decay + damp(g)).astype(b.dtype), updates, state.trace)
         direction = (lambda g, b: g + b * decay) if nesterov else (lambda g, b: b)

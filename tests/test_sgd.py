@@ -27,6 +27,7 @@ SGD_CASES = [
     dict(lr=0.01, momentum=0.9, nesterov=True),
     dict(lr=0.01, momentum=0.9, dampening=0.3),
     dict(lr=0.05, momentum=0.5, dampening=1.0),
+    dict(lr=0.01, dampening=0.5),  # PyTorch ignores d without momentum
 ]
 
 
@@ -48,6 +49,21 @@ def test_sgd_matches_reference_float64(case, x64):
     lr = case.pop("lr")
     got = run_trajectory(gf.sgd(lr, **case), params, grads, np.float64)
     assert_trajectories_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_dampening_without_momentum_is_ignored_as_in_pytorch():
+    # torch.optim.SGD(lr=1, momentum=0, dampening=0.5) steps by −g every time: no buffer, no d.
+    params = {"w": jnp.zeros(())}
+    txs = [gf.sgd(1.0, dampening=0.5), gf.trace(0.0, dampening=0.5),
+           gf.inject_hyperparams(gf.sgd)(learning_rate=1.0, momentum=0.0, dampening=0.5)]
+    for tx in txs:
+        state = tx.init(params)
+        step = jax.jit(tx.update)
+        seen = []
+        for _ in range(3):
+            u, state = step({"w": jnp.ones(())}, state, params)
+            seen.append(float(u["w"]))
+        assert abs(seen[0]) == abs(seen[1]) == abs(seen[2]) == 1.0, seen
 
 
 def test_sgd_with_schedule_uses_step_count_from_zero():
