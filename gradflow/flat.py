@@ -158,8 +158,11 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
     For a transform whose math is elementwise (SGD, momentum, Adam, AdamW,
     RMSProp, AdaGrad, AMSGrad, weight decay, schedules) or uses the global norm
     (``clip_by_global_norm``, ``zclip``, ``autoclip``, ``clip``, the guards and
-    ``monitor``), the result is the same: elementwise math bit for bit, global
-    norms up to the order of summation. State for the small leaves is one
+    ``monitor``), the result is the same: elementwise math bit for bit when run
+    eagerly and to an ulp or two per step under ``jax.jit`` (XLA's algebraic
+    simplifier may rewrite a chain of divisions, (a/b)/c → a/(b·c) or
+    a/b → a·(1/b), differently for a packed buffer than for separate leaves),
+    global norms up to the order of summation. State for the small leaves is one
     buffer per dtype, so the optimizer's passes over hundreds of small leaves
     compile to a few kernels instead of one per leaf per pass.
 
@@ -188,7 +191,8 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
       A transform whose state is :class:`FlattenSmallState`.
 
     Parity: with an elementwise ``tx`` the updates and the state's values equal
-    ``tx``'s own bit for bit (tests/test_flat.py); ``optax.flatten`` instead
+    ``tx``'s own bit for bit eagerly, and to an ulp or two under jit
+    (tests/test_flat.py); ``optax.flatten`` instead
     casts every leaf to one dtype and packs large and sharded leaves too.
 
     References:
