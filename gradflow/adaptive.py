@@ -547,7 +547,7 @@ def scale_by_trust_ratio(
     fn = "scale_by_trust_ratio"
     hparams.check_non_negative(fn, "trust_coefficient", trust_coefficient)
     hparams.check_non_negative(fn, "eps", eps)
-    hparams.check_non_negative(fn, "weight_decay", weight_decay)
+    hparams.check_non_negative(fn, "weight_decay", weight_decay, schedule=True)
     wd_num = hparams.static_number(weight_decay)
     uses_decay = wd_num is None or wd_num != 0  # numbers decide the structure; arrays never do
 

@@ -209,7 +209,7 @@ def clip(max_delta: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> Gradi
       >>> [float(u) for u in updates], bool(state.clipped)
       ([0.5, -1.0], True)
     """
-    hparams.check_positive("clip", "max_delta", max_delta)
+    hparams.check_positive("clip", "max_delta", max_delta, schedule=True)
 
     def init_fn(params):
         return _diag_init(ClipState, params)
@@ -256,7 +256,7 @@ def clip_by_norm(max_norm: hparams.ScalarOrSchedule, *, axis_name: Any = None) -
       >>> [round(float(u), 4) for u in updates["a"]], [round(float(u), 4) for u in updates["b"]]
       ([0.6, 0.8], [0.3, 0.4])
     """
-    hparams.check_positive("clip_by_norm", "max_norm", max_norm)
+    hparams.check_positive("clip_by_norm", "max_norm", max_norm, schedule=True)
     return _clip_each_leaf("clip_by_norm", ClipByNormState, max_norm, axis_name, lambda sq, n: jnp.sqrt(sq))
 
 
@@ -300,7 +300,7 @@ def clip_by_global_norm(
       >>> [round(float(u), 4) for u in updates["b"]]   # every leaf shrinks by the same factor
       [0.0597, 0.0796]
     """
-    hparams.check_positive("clip_by_global_norm", "max_norm", max_norm)
+    hparams.check_positive("clip_by_global_norm", "max_norm", max_norm, schedule=True)
 
     def init_fn(params):
         return _diag_init(ClipByGlobalNormState, params)
@@ -350,7 +350,7 @@ def clip_by_block_rms(threshold: hparams.ScalarOrSchedule, *, axis_name: Any = N
       >>> [round(float(u), 4) for u in updates["a"]]   # rms(a) = √12.5 is cut to 1; b is under the bound
       [0.8485, 1.1314]
     """
-    hparams.check_positive("clip_by_block_rms", "threshold", threshold)
+    hparams.check_positive("clip_by_block_rms", "threshold", threshold, schedule=True)
     return _clip_each_leaf(
         "clip_by_block_rms", ClipByBlockRmsState, threshold, axis_name, lambda sq, n: jnp.sqrt(sq / max(n, 1))
     )
@@ -435,7 +435,7 @@ def adaptive_grad_clip(
       >>> [round(float(u), 4) for u in updates]   # ‖g‖ = 10 is cut to 0.1·‖θ‖ = 0.5
       [0.3, 0.4]
     """
-    hparams.check_positive("adaptive_grad_clip", "clipping", clipping)
+    hparams.check_positive("adaptive_grad_clip", "clipping", clipping, schedule=True)
     hparams.check_non_negative("adaptive_grad_clip", "eps", eps)
 
     def init_fn(params):

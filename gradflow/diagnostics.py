@@ -101,7 +101,7 @@ def monitor(
       (5.0, 0.5)
     """
     if learning_rate is not None:
-        hparams.check_non_negative("monitor", "learning_rate", learning_rate)
+        hparams.check_non_negative("monitor", "learning_rate", learning_rate, schedule=True)
     inner = identity() if inner is None else inner
     keep = extra_args_filter(inner.update)
 

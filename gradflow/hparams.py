@@ -52,15 +52,25 @@ def value_at(hparam: ScalarOrSchedule, count: Any, fn: str | None = None, name: 
     return call_schedule(hparam, count, fn, name) if callable(hparam) else hparam
 
 
-def _number(fn: str, name: str, value: Any) -> float | None:
+def _number(fn: str, name: str, value: Any, schedule: bool = False) -> float | None:
     """``value`` as a float, or None for a schedule or a traced value; rejects NaN and non-numbers.
 
-    A tracer (a hyperparameter that :func:`gradflow.inject_hyperparams` keeps in
+    A function is taken as a schedule only where ``schedule`` says the argument
+    is read at each step (learning rates, weight decay, clipping bounds); where
+    it is not, it would fail at the first update, so it is refused here. A
+    tracer (a hyperparameter that :func:`gradflow.inject_hyperparams` keeps in
     the optimizer state) has no value to check while the update is traced; its
     value was checked when the transform was built.
     """
-    if callable(value) or isinstance(value, jax.core.Tracer):
+    if isinstance(value, jax.core.Tracer):
         return None
+    if callable(value) and not isinstance(value, jax.Array):
+        if schedule:
+            return None
+        raise ValueError(
+            f"{fn}: {name} must be a number (a schedule is taken here only through "
+            f"gradflow.inject_hyperparams), got {value!r}"
+        )
     if isinstance(value, (bool, np.bool_)) or (hasattr(value, "dtype") and jnp.dtype(value.dtype) == jnp.bool_):
         # sgd(0.1, True) means nesterov, not momentum=1.0: a boolean is not a number here.
         raise ValueError(f"{fn}: {name} must be a number or a schedule, got {value!r}")
@@ -101,9 +111,10 @@ def check_range(
     *,
     low_open: bool = False,
     high_open: bool = False,
+    schedule: bool = False,
 ) -> None:
-    """Raise ``ValueError`` unless ``value`` lies in the interval; schedules pass unchecked."""
-    x = _number(fn, name, value)
+    """Raise ``ValueError`` unless ``value`` lies in the interval; schedules (where allowed) pass unchecked."""
+    x = _number(fn, name, value, schedule)
     if x is None:
         return
     below = x <= low if low_open else x < low
@@ -113,23 +124,23 @@ def check_range(
         raise ValueError(f"{fn}: {name} must be in {interval}, got {value!r}")
 
 
-def check_non_negative(fn: str, name: str, value: Any) -> None:
+def check_non_negative(fn: str, name: str, value: Any, *, schedule: bool = False) -> None:
     """Raise ``ValueError`` if ``value`` is a number that is negative, infinite or NaN."""
-    x = _number(fn, name, value)
+    x = _number(fn, name, value, schedule)
     if x is not None and not (0.0 <= x < math.inf):
         raise ValueError(f"{fn}: {name} must be a finite number >= 0, got {value!r}")
 
 
-def check_positive(fn: str, name: str, value: Any) -> None:
+def check_positive(fn: str, name: str, value: Any, *, schedule: bool = False) -> None:
     """Raise ``ValueError`` if ``value`` is a number that is not > 0 and finite."""
-    x = _number(fn, name, value)
+    x = _number(fn, name, value, schedule)
     if x is not None and not (0.0 < x < math.inf):
         raise ValueError(f"{fn}: {name} must be a finite number > 0, got {value!r}")
 
 
-def check_finite(fn: str, name: str, value: Any) -> None:
+def check_finite(fn: str, name: str, value: Any, *, schedule: bool = False) -> None:
     """Raise ``ValueError`` if ``value`` is a number that is infinite or NaN."""
-    x = _number(fn, name, value)
+    x = _number(fn, name, value, schedule)
     if x is not None and not math.isfinite(x):
         raise ValueError(f"{fn}: {name} must be finite, got {value!r}")
 

@@ -173,7 +173,10 @@ def inject_hyperparams(
         bound.apply_defaults()
         numeric, scheduled = _injected_arguments(sig, bound, static_names)
         rebuild = _rebuilder(factory, sig, bound)
-        rebuild({})  # build once with the values as given: the factory refuses bad ones now
+        # Build once with the numbers as given and each schedule's value at step 0:
+        # the factory refuses bad ones now (and would refuse a function where it takes only numbers).
+        zero = tree_lib.zero_count()
+        rebuild({k: hparams.call_schedule(f, zero, f"inject_hyperparams({name})", k) for k, f in scheduled.items()})
         key = _config_key(factory, bound.arguments, set(numeric), set(scheduled), hyperparam_dtype)
         state_type = _state_type(key, rebuild, frozenset(scheduled))
         return _injected(rebuild, name, numeric, scheduled, state_type, hyperparam_dtype)

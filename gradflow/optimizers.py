@@ -442,7 +442,7 @@ def lars(
     """
     fn = "lars"
     check_learning_rate(fn, learning_rate)
-    hparams.check_non_negative(fn, "weight_decay", weight_decay)
+    hparams.check_non_negative(fn, "weight_decay", weight_decay, schedule=True)
     hparams.check_non_negative(fn, "trust_coefficient", trust_coefficient)
     hparams.check_non_negative(fn, "eps", eps)
     hparams.check_range(fn, "momentum", momentum, 0.0, 1.0)

@@ -51,7 +51,7 @@ def scale_by_schedule(step_size_fn: Callable[[Any], Any]) -> GradientTransformat
 
 def check_learning_rate(fn: str, learning_rate: hparams.ScalarOrSchedule) -> None:
     """Refuse a learning rate that is negative, infinite or NaN (schedules pass)."""
-    hparams.check_non_negative(fn, "learning_rate", learning_rate)
+    hparams.check_non_negative(fn, "learning_rate", learning_rate, schedule=True)
 
 
 def scale_by_learning_rate(
@@ -174,7 +174,7 @@ def add_decayed_weights(
     Parity: ``optax.add_decayed_weights``. Chained before ``scale_by_learning_rate``
     after an adaptive block it gives AdamW's decoupled decay −α·λ·θ.
     """
-    hparams.check_non_negative("add_decayed_weights", "weight_decay", weight_decay)
+    hparams.check_non_negative("add_decayed_weights", "weight_decay", weight_decay, schedule=True)
 
     init_fn = tree_lib.count_init(AddDecayedWeightsState)
 
@@ -204,5 +204,5 @@ def decoupled(
     """AdamW's assembly, ``chain(direction, add_decayed_weights(λ, mask), *rescale, scale_by_learning_rate(α))``,
     for every optimizer built like it (``rescale``: LAMB's trust ratio); checks α and λ under ``fn``'s name."""
     check_learning_rate(fn, learning_rate)
-    hparams.check_non_negative(fn, "weight_decay", weight_decay)
+    hparams.check_non_negative(fn, "weight_decay", weight_decay, schedule=True)
     return chain(direction, add_decayed_weights(weight_decay, mask), *rescale, scale_by_learning_rate(learning_rate))

@@ -126,6 +126,36 @@ def test_row_non_number_hyperparameter(call):
         call()
 
 
+@pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda f: gf.adam(0.1, b1=f), "adam: b1"),
+        (lambda f: gf.sgd(0.1, momentum=f), "sgd: momentum"),
+        (lambda f: gf.protect(gf.adam(0.1), threshold=f), "protect: threshold"),
+        (lambda f: gf.skip_spikes(gf.adam(0.1), threshold=f), "skip_spikes: threshold"),
+        (lambda f: gf.dynamic_loss_scale(gf.adam(0.1), init_scale=f), "dynamic_loss_scale: init_scale"),
+        (lambda f: gf.clip_relative_update(max_ratio=f), "clip_relative_update: max_ratio"),
+        (lambda f: gf.stable_adamw(0.1, clip_threshold=f), "stable_adamw: clip_threshold"),
+        (lambda f: gf.cosine_decay_schedule(f, 100), "cosine_decay_schedule: init_value"),
+    ],
+    ids=lambda x: x if isinstance(x, str) else "",
+)
+def test_row_function_for_a_number(call, name):
+    with pytest.raises(ValueError, match=f"{name} must be a number \\(a schedule is taken here only through"):
+        call(lambda count: 0.5)
+
+
+def test_row_function_for_a_number_is_a_schedule_where_one_is_read():
+    sched = lambda count: 0.1 / (1 + count)  # noqa: E731
+    params = {"w": jnp.ones(3)}
+    for tx in [gf.adamw(sched, weight_decay=sched), gf.clip_by_global_norm(sched),
+               gf.inject_hyperparams(gf.adam)(0.1, b1=lambda count: 0.5)]:
+        u, _ = jax.jit(tx.update)(params, tx.init(params), params)
+        assert np.all(np.isfinite(np.asarray(u["w"])))
+    with pytest.raises(ValueError, match=r"adam: b1 must be in \[0, 1\), got 1.5"):
+        gf.inject_hyperparams(gf.adam)(0.1, b1=lambda count: 1.5)  # its value at step 0 is checked
+
+
 CHAINED = {**catalog.OPTIMIZERS, **catalog.GUARDS}
 
 
