@@ -13,11 +13,26 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation, extra_args_filter
 from gradflow.guards import all_finite, guarded_step
+
+_S_MIN = float(np.finfo(np.float32).tiny)  # 2⁻¹²⁶: 1/S stays finite
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32_open(fn: str, name: str, value: Any, low: float, high: float) -> None:
+    """``ValueError`` unless the number, rounded to float32, is still in (low, high) (1 + 1e-9 rounds to 1)."""
+    x = hparams.static_number(value)
+    if x is None:
+        return
+    with np.errstate(over="ignore", under="ignore"):
+        x32 = float(np.float32(x))
+    if not low < x32 < high:
+        raise ValueError(f"{fn}: {name} must be in ({low:g}, {high:g}) in float32, got {value!r} (float32 holds {x32!r})")
 
 
 class DynamicLossScaleState(NamedTuple):
@@ -48,7 +63,11 @@ def dynamic_loss_scale(
       g = g_S·(1/S)  (the reciprocal formed once, in float32);
       if every element of g_S is finite: (u, s) = inner(g, s); n ← n + 1, and when
         n reaches ``growth_interval``: S ← S·growth_factor (kept only if finite), n ← 0;
-      else (an overflow): u = 0, s unchanged (bit for bit), S ← S·backoff_factor, n ← 0.
+      else (an overflow): u = 0, s unchanged (bit for bit), S ← max(S·backoff_factor, S_min), n ← 0.
+
+    S_min = 2⁻¹²⁶, float32's smallest normal number: torch lets S fall further, until
+    1/S overflows and unscaling a zero gradient gives 0·inf = NaN, which it then
+    applies (after about 140 overflows in a row from 2¹⁶). Above S_min the two agree.
 
     n is torch's growth tracker: it counts finite steps since S last changed and is reset
     by a growth and by an overflow. S is a float32 scalar whatever the parameters' dtype,
@@ -56,9 +75,9 @@ def dynamic_loss_scale(
 
     Args:
       inner: the optimizer to wrap.
-      init_scale: S₀ > 0 (torch's default 2¹⁶).
-      growth_factor: > 1, the factor S grows by.
-      backoff_factor: in (0, 1), the factor S shrinks by at an overflow.
+      init_scale: S₀ in [S_min, float32's largest number] (torch's default 2¹⁶).
+      growth_factor: > 1 in float32, the factor S grows by.
+      backoff_factor: in (0, 1) in float32, the factor S shrinks by at an overflow.
       growth_interval: ≥ 1, the number of finite steps in a row before S grows.
 
     Returns:
@@ -83,9 +102,13 @@ def dynamic_loss_scale(
       Micikevicius et al., Mixed Precision Training, ICLR 2018, arXiv:1710.03740.
     """
     fn = "dynamic_loss_scale"
+    # S and the factors are float32 scalars: each must hold its meaning there too.
     hparams.check_positive(fn, "init_scale", init_scale)
     hparams.check_range(fn, "growth_factor", growth_factor, 1.0, float("inf"), low_open=True, high_open=True)
     hparams.check_range(fn, "backoff_factor", backoff_factor, 0.0, 1.0, low_open=True, high_open=True)
+    hparams.check_range(fn, "init_scale", init_scale, _S_MIN, _F32_MAX)
+    _check_float32_open(fn, "growth_factor", growth_factor, 1.0, float("inf"))
+    _check_float32_open(fn, "backoff_factor", backoff_factor, 0.0, 1.0)
     hparams.check_int(fn, "growth_interval", growth_interval, 1)
     interval = int(growth_interval)
     keep = extra_args_filter(inner.update)
@@ -102,7 +125,9 @@ def dynamic_loss_scale(
         )
 
     def update_fn(updates, state, params=None, **extra_args):
+        updates = tree_lib.as_arrays(updates)
         if params is not None:
+            params = tree_lib.as_arrays(params)
             tree_lib.check_same_structure(fn, updates, params)
         inv = 1 / state.scale
 
@@ -120,7 +145,7 @@ def dynamic_loss_scale(
         scale = jnp.where(
             finite,
             jnp.where(grow & jnp.isfinite(grown), grown, state.scale),
-            state.scale * jnp.asarray(backoff_factor, jnp.float32),
+            jnp.maximum(state.scale * jnp.asarray(backoff_factor, jnp.float32), _S_MIN),
         )
         tracker = jnp.where(finite & ~grow, grown_tracker, 0).astype(jnp.int32)
         return out, DynamicLossScaleState(

@@ -385,6 +385,8 @@ def protect(
                 "protect: watch_loss=True needs the loss at every step: call "
                 "update(grads, state, params, value=loss), or build protect(..., watch_loss=False)"
             )
+        updates = tree_lib.as_arrays(updates)
+        params = None if params is None else tree_lib.as_arrays(params)
         dt = state.grad_norm.dtype
         norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         loss = hparams.scalar_value(fn, value).astype(dt) if value is not None else jnp.zeros((), dt)

@@ -85,6 +85,26 @@ def test_growth_that_would_overflow_keeps_the_scale():
     assert float(s.scale) == float(np.float32(3e38)) and int(s.growth_tracker) == 0
 
 
+def test_scale_stops_at_float32s_smallest_normal_number():
+    # 2¹⁶·0.5ᵏ reaches 0 after about 170 overflows; then a healthy zero gradient would be
+    # unscaled as 0·(1/0) = NaN and applied. S stops at 2⁻¹²⁶, where 1/S is finite.
+    tx = gf.dynamic_loss_scale(gf.sgd(0.1))
+    p = {"x": jnp.zeros(2)}
+    s = tx.init(p)
+    step = jax.jit(tx.update)
+    for _ in range(200):
+        _, s = step({"x": jnp.asarray([jnp.inf, 1.0])}, s, p)
+    assert float(s.scale) == float(np.finfo(np.float32).tiny) and int(s.num_skipped) == 200
+    u, s = step({"x": jnp.zeros(2)}, s, p)
+    assert np.all(np.asarray(u["x"]) == 0) and not bool(s.found_inf)
+
+
+def test_python_float_leaves_eagerly():
+    for tx in [gf.dynamic_loss_scale(gf.sgd(0.1)), gf.protect(gf.sgd(0.1), watch_loss=False)]:
+        u, _ = tx.update({"a": 0.5}, tx.init({"a": 1.0}), {"a": 1.0})
+        assert np.isfinite(float(u["a"]))
+
+
 @pytest.mark.parametrize("bad", [jnp.nan, jnp.inf, -jnp.inf])
 def test_overflow_skips_with_inner_state_untouched(bad):
     params = {"w": jnp.ones((4,), jnp.float32), "b": jnp.zeros((2,), jnp.float32)}
@@ -169,6 +189,13 @@ def test_float64_params_keep_a_float32_scale(x64):
         (dict(backoff_factor=0.0), "dynamic_loss_scale: backoff_factor must be in (0, 1), got 0.0"),
         (dict(growth_interval=0), "dynamic_loss_scale: growth_interval must be an integer >= 1, got 0"),
         (dict(growth_interval=2.5), "dynamic_loss_scale: growth_interval must be an integer >= 1, got 2.5"),
+        # float32 would hold these as inf, 0 or 1, so S would be inf, 0 or never move:
+        (dict(init_scale=1e39), "dynamic_loss_scale: init_scale must be in [1.17549e-38, 3.40282e+38], got 1e+39"),
+        (dict(init_scale=1e-46), "dynamic_loss_scale: init_scale must be in [1.17549e-38, 3.40282e+38], got 1e-46"),
+        (dict(growth_factor=1e39), "dynamic_loss_scale: growth_factor must be in (1, inf) in float32, got 1e+39"),
+        (dict(growth_factor=1 + 1e-9), "dynamic_loss_scale: growth_factor must be in (1, inf) in float32"),
+        (dict(backoff_factor=1e-46), "dynamic_loss_scale: backoff_factor must be in (0, 1) in float32, got 1e-46"),
+        (dict(backoff_factor=1 - 1e-9), "dynamic_loss_scale: backoff_factor must be in (0, 1) in float32"),
     ],
 )
 def test_bad_arguments_raise_value_error(kwargs, text):
