@@ -168,8 +168,9 @@ def add_decayed_weights(
 
     Args:
       weight_decay: λ ≥ 0, or a schedule of the step.
-      mask: optional tree of Python bools shaped like the params (or a function
-        ``params -> tree``); leaves marked ``False`` are left undecayed.
+      mask: optional tree of Python bools shaped like the params, or a prefix of
+        them (``{"enc": False, "head": True}``), or a function ``params -> tree``;
+        leaves marked ``False`` are left undecayed.
 
     Parity: ``optax.add_decayed_weights``. Chained before ``scale_by_learning_rate``
     after an adaptive block it gives AdamW's decoupled decay −α·λ·θ.
@@ -186,8 +187,10 @@ def add_decayed_weights(
         if mask is None:
             new = jax.tree.map(decay, updates, params)
         else:
+            # The mask leads, as a prefix of the updates (as optax.masked reads it): a flag
+            # covers a whole subtree, and optax's MaskedNode placeholders pass through.
             m = _resolve_mask(mask, params)
-            new = jax.tree.map(lambda g, p, on: decay(g, p) if on else g, updates, params, m)
+            new = jax.tree.map(lambda on, g, p: jax.tree.map(decay, g, p) if on else g, m, updates, params)
         return new, AddDecayedWeightsState(count=tree_lib.safe_increment(state.count))
 
     return GradientTransformation(init_fn, update_fn)

@@ -136,6 +136,28 @@ def _invert(mask):
     return jax.tree.map(lambda m: not m, mask)
 
 
+@pytest.mark.parametrize(
+    "mask",
+    [{"encoder": {"w": True, "b": False}, "head": True}, {"encoder": False, "head": True}],
+    ids=["per_leaf", "prefix"],
+)
+def test_weight_decay_mask_inside_partition_and_as_a_prefix_as_in_optax(mask):
+    # optax.partition hands each group MaskedNode placeholders for the others' leaves; the
+    # mask must read them, and a prefix mask, as optax.adamw's does.
+    labels = {"encoder": "body", "head": "head"}
+    grads = _grads(STEPS)
+    for adamw in (gf.adamw, gf.lamb):
+        make = lambda lib_adamw: optax.partition(  # noqa: E731
+            {"body": lib_adamw(0.05, weight_decay=0.1, mask=mask), "head": optax.sgd(0.1)}, labels
+        )
+        got, _ = _run(make(adamw), grads)
+        want, _ = _run(make(getattr(optax, adamw.__name__)), grads)
+        chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+    got, _ = _run(gf.adamw(0.05, weight_decay=0.1, mask=mask), grads)
+    want, _ = _run(optax.adamw(0.05, weight_decay=0.1, mask=mask), grads)
+    chex.assert_trees_all_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_optax_partition_gives_each_group_its_own_gradflow_optimizer():
     labels = {"encoder": {"w": "body", "b": "body"}, "head": {"w": "head"}}
     grads = _grads(STEPS)
