@@ -301,6 +301,7 @@ def clip_by_global_norm(
       [0.0597, 0.0796]
     """
     hparams.check_positive("clip_by_global_norm", "max_norm", max_norm, schedule=True)
+    hparams.check_flags("clip_by_global_norm", pytorch_eps=pytorch_eps)
 
     def init_fn(params):
         return _diag_init(ClipByGlobalNormState, params)
@@ -437,6 +438,7 @@ def adaptive_grad_clip(
     """
     hparams.check_positive("adaptive_grad_clip", "clipping", clipping, schedule=True)
     hparams.check_non_negative("adaptive_grad_clip", "eps", eps)
+    hparams.check_flags("adaptive_grad_clip", pytorch_layout=pytorch_layout)
 
     def init_fn(params):
         return _diag_init(AdaptiveGradClipState, params, num_units_clipped=tree_lib.zero_count())

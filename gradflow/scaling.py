@@ -64,6 +64,7 @@ def scale_by_learning_rate(
       flip_sign: descend (the default) by returning −α·g.
     """
     check_learning_rate("scale_by_learning_rate", learning_rate)
+    hparams.check_flags("scale_by_learning_rate", flip_sign=flip_sign)
     sign = -1.0 if flip_sign else 1.0
     if callable(learning_rate):
         return scale_by_schedule(

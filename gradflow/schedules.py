@@ -373,6 +373,7 @@ def exponential_decay(
     n = hparams.check_int(fn, "transition_steps", transition_steps, 1)
     r = _positive(fn, "decay_rate", decay_rate)
     b = hparams.check_int(fn, "transition_begin", transition_begin, 0)
+    hparams.check_flags(fn, staircase=staircase)
     if end_value is not None:
         end = _value(fn, "end_value", end_value)
     elif r > 1.0:

@@ -365,6 +365,13 @@ def test_row_boolean_hyperparameter(call, message):
         (lambda: gf.trace(0.9, nesterov="y"), "trace: nesterov must be True or False, got 'y'"),
         (lambda: gf.lars(0.1, decay_inside_norm=1), "lars: decay_inside_norm must be True or False, got 1"),
         (lambda: gf.spam(0.1, adaptive_clip=1), "spam: adaptive_clip must be True or False, got 1"),
+        (lambda: gf.scale_by_learning_rate(0.1, flip_sign="False"),
+         "scale_by_learning_rate: flip_sign must be True or False, got 'False'"),
+        (lambda: gf.clip_by_global_norm(1.0, pytorch_eps="no"), "clip_by_global_norm: pytorch_eps must be True or False"),
+        (lambda: gf.adaptive_grad_clip(0.01, pytorch_layout=1), "adaptive_grad_clip: pytorch_layout must be True or False"),
+        (lambda: gf.exponential_decay(0.1, 10, 0.5, staircase="no"), "exponential_decay: staircase must be True or False"),
+        (lambda: gf.warmup_exponential_decay_schedule(0.0, 0.1, 5, 10, 0.5, staircase=0),
+         "warmup_exponential_decay_schedule: staircase must be True or False, got 0"),
     ],
 )
 def test_row_flag_that_is_not_a_boolean(call, message):
