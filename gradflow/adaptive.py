@@ -369,6 +369,7 @@ def scale_by_adam(
     """
     fn = "scale_by_adam"
     check_adam_args(fn, b1, b2, eps, eps_root, bias_correction=bias_correction, nesterov=nesterov)
+    hparams.check_dtypes(fn, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
 
     def init_fn(params):
         return ScaleByAdamState(**zero_moments(params, mu_dtype, nu_dtype))
@@ -458,6 +459,7 @@ def scale_by_amsgrad(
     """
     fn = "scale_by_amsgrad"
     check_adam_args(fn, b1, b2, eps, eps_root, bias_correction=bias_correction, max_of_debiased=max_of_debiased)
+    hparams.check_dtypes(fn, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
 
     def init_fn(params):
         return ScaleByAmsgradState(**zero_moments(params, mu_dtype, nu_dtype), nu_max=tree_lib.zeros_like(params, nu_dtype))

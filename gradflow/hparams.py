@@ -168,6 +168,23 @@ def check_int(fn: str, name: str, value: Any, low: int) -> Any:
     return int(value)
 
 
+def check_dtypes(fn: str, **dtypes: Any) -> None:
+    """Raise ``ValueError`` naming the first of ``dtypes`` that is neither None nor a floating or complex dtype.
+
+    A state kept in an integer or boolean dtype would silently round every moment
+    to 0 (or True) and never train.
+    """
+    for name, value in dtypes.items():
+        if value is None:
+            continue
+        try:
+            ok = jnp.issubdtype(jnp.dtype(value), jnp.inexact)
+        except TypeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{fn}: {name} must be None or a floating-point (or complex) dtype, got {value!r}")
+
+
 def check_flags(fn: str, **flags: Any) -> None:
     """Raise ``ValueError`` naming the first of ``flags`` that is not a Python or NumPy boolean."""
     for name, value in flags.items():

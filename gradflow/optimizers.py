@@ -98,6 +98,7 @@ def _adam_direction(
     """``block(b1, b2, eps, eps_root=…, mu_dtype=…, nu_dtype=…, **flags)`` (``scale_by_adam`` or
     ``scale_by_amsgrad``), its arguments checked first under the optimizer ``fn``'s name."""
     check_adam_args(fn, b1, b2, eps, eps_root, **flags)
+    hparams.check_dtypes(fn, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     return block(b1, b2, eps, eps_root=eps_root, mu_dtype=mu_dtype, nu_dtype=nu_dtype, **flags)
 
 

@@ -122,6 +122,7 @@ def trace(
     ``optax.trace(decay=μ, nesterov=...)`` when d = 0.
     """
     check_momentum("trace", decay, nesterov, dampening, name="decay")
+    hparams.check_dtypes("trace", accumulator_dtype=accumulator_dtype)
     d_num, mu_num = hparams.static_number(dampening), hparams.static_number(decay)
     # PyTorch keeps no buffer when μ = 0, so d never applies then: u = g.
     damped = (d_num is None or d_num != 0.0) and (mu_num is None or mu_num != 0.0)

@@ -95,6 +95,7 @@ def scale_by_adam_atan2(
     """
     fn = "scale_by_adam_atan2"
     _check_betas_and_positive(fn, b1, b2, a=a, b=b)
+    hparams.check_dtypes(fn, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
 
     def init_fn(params):
         _check_real_leaves(fn, params)
@@ -164,6 +165,7 @@ def adam_atan2(
     """
     fn = "adam_atan2"
     _check_betas_and_positive(fn, b1, b2, a=a, b=b)
+    hparams.check_dtypes(fn, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     direction = scale_by_adam_atan2(b1, b2, a=a, b=b, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     return decoupled(fn, direction, learning_rate, weight_decay, mask)
 
@@ -233,6 +235,7 @@ def scale_by_stable_adam(
     """
     fn = "scale_by_stable_adam"
     _check_betas_and_positive(fn, b1, b2, eps=eps, clip_threshold=clip_threshold)
+    hparams.check_dtypes(fn, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
 
     def init_fn(params):
         dt = tree_lib.stat_dtype(params)
@@ -322,6 +325,7 @@ def stable_adamw(
     """
     fn = "stable_adamw"
     _check_betas_and_positive(fn, b1, b2, eps=eps, clip_threshold=clip_threshold)
+    hparams.check_dtypes(fn, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     direction = scale_by_stable_adam(b1, b2, eps, clip_threshold=clip_threshold, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     return decoupled(fn, direction, learning_rate, weight_decay, mask)
 
@@ -422,6 +426,7 @@ def scale_by_spam(
     """
     fn = "scale_by_spam"
     _check_spam_args(fn, b1, b2, eps, threshold, reset_interval, warmup_steps, clip_start, adaptive_clip, max_decay)
+    hparams.check_dtypes(fn, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     clip_by_v = not adaptive_clip and hparams.static_number(threshold) != 0  # a Python 0 drops it
 
     def init_fn(params):
@@ -575,6 +580,7 @@ def spam(
     """
     fn = "spam"
     _check_spam_args(fn, b1, b2, eps, threshold, reset_interval, warmup_steps, clip_start, adaptive_clip, max_decay)
+    hparams.check_dtypes(fn, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
     direction = scale_by_spam(
         b1, b2, eps, threshold=threshold, reset_interval=reset_interval, warmup_steps=warmup_steps,
         clip_start=clip_start, adaptive_clip=adaptive_clip, max_decay=max_decay, mu_dtype=mu_dtype, nu_dtype=nu_dtype,

@@ -156,6 +156,24 @@ def test_row_function_for_a_number_is_a_schedule_where_one_is_read():
         gf.inject_hyperparams(gf.adam)(0.1, b1=lambda count: 1.5)  # its value at step 0 is checked
 
 
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: gf.adam(0.1, mu_dtype=jnp.int32), "adam: mu_dtype must be None or a floating-point"),
+        (lambda: gf.adamw(0.1, nu_dtype=jnp.bool_), "adamw: nu_dtype must be None or a floating-point"),
+        (lambda: gf.scale_by_amsgrad(mu_dtype="int8"), "scale_by_amsgrad: mu_dtype must be None or a floating-point"),
+        (lambda: gf.spam(0.1, nu_dtype=jnp.uint8), "spam: nu_dtype must be None or a floating-point"),
+        (lambda: gf.stable_adamw(0.1, mu_dtype="nope"), "stable_adamw: mu_dtype must be None or a floating-point"),
+        (lambda: gf.adam_atan2(0.1, mu_dtype=jnp.int16), "adam_atan2: mu_dtype must be None or a floating-point"),
+        (lambda: gf.trace(0.9, accumulator_dtype=jnp.int32), "trace: accumulator_dtype must be None or a floating"),
+    ],
+)
+def test_row_moment_dtype_not_a_float(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+    gf.adam(0.1, mu_dtype=jnp.bfloat16, nu_dtype="float32")  # floating dtypes, by object or name, are fine
+
+
 CHAINED = {**catalog.OPTIMIZERS, **catalog.GUARDS}
 
 
