@@ -647,7 +647,7 @@ def zclip(
     """
     _check_ema_factor("zclip", "alpha", alpha)
     hparams.check_positive("zclip", "z_threshold", z_threshold)
-    hparams.check_int("zclip", "warmup_steps", warmup_steps, 1)
+    hparams.check_int("zclip", "warmup_steps", warmup_steps, 1, counted=True)
     hparams.check_non_negative("zclip", "eps", eps)
     w = int(warmup_steps)
 
@@ -874,7 +874,7 @@ def adagc(
     hparams.check_positive("adagc", "lambda_abs", lambda_abs)
     hparams.check_positive("adagc", "lambda_rel", lambda_rel)
     _check_ema_factor("adagc", "beta", beta)
-    hparams.check_int("adagc", "warmup_steps", warmup_steps, 1)
+    hparams.check_int("adagc", "warmup_steps", warmup_steps, 1, counted=True)
     w = int(warmup_steps)
 
     def init_fn(params):

@@ -142,7 +142,7 @@ def apply_if_finite(
       >>> float(updates[0]), int(gf.stats(state)["apply_if_finite/num_skipped"])
       (0.0, 1)
     """
-    hparams.check_int("apply_if_finite", "max_consecutive_errors", max_consecutive_errors, 0)
+    hparams.check_int("apply_if_finite", "max_consecutive_errors", max_consecutive_errors, 0, counted=True)
     max_errors = int(max_consecutive_errors)
     keep = extra_args_filter(inner.update)
 
@@ -184,7 +184,7 @@ def check_window(fn: str, window: Any, min_samples: Any, max_consecutive_skips: 
     if int(min_samples) > int(window):
         raise ValueError(f"{fn}: min_samples must be <= window ({window!r}), got {min_samples!r}")
     if max_consecutive_skips is not None:
-        hparams.check_int(fn, "max_consecutive_skips", max_consecutive_skips, 0)
+        hparams.check_int(fn, "max_consecutive_skips", max_consecutive_skips, 0, counted=True)
 
 
 class SkipSpikesState(NamedTuple):

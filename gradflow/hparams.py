@@ -150,12 +150,17 @@ def check_decay(fn: str, name: str, value: Any) -> None:
     check_range(fn, name, value, 0.0, 1.0, high_open=True)
 
 
-def check_int(fn: str, name: str, value: Any, low: int) -> Any:
+_INT32_MAX = int(np.iinfo(np.int32).max)
+
+
+def check_int(fn: str, name: str, value: Any, low: int, *, counted: bool = False) -> Any:
     """``value`` as an ``int``; ``ValueError`` unless it is an integer ≥ ``low``.
 
-    Integral floats (``5.0``) count as integers; booleans do not. A traced value
-    (a hyperparameter injected with :func:`gradflow.inject_hyperparams`) was
-    checked when the transform was built and is returned unchanged.
+    Integral floats (``5.0``) count as integers; booleans do not. With ``counted``
+    (a number of steps compared with an int32 step counter) it must also be at
+    most 2³¹ − 1, where the counters stop. A traced value (a hyperparameter
+    injected with :func:`gradflow.inject_hyperparams`) was checked when the
+    transform was built and is returned unchanged.
     """
     if isinstance(value, jax.core.Tracer):
         return value
@@ -165,6 +170,10 @@ def check_int(fn: str, name: str, value: Any, low: int) -> Any:
         ok = False
     if not ok:
         raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}")
+    if counted and int(value) > _INT32_MAX:
+        raise ValueError(
+            f"{fn}: {name} must be at most 2**31 - 1 = {_INT32_MAX} (an int32 step counter counts it), got {value!r}"
+        )
     return int(value)
 
 

@@ -109,7 +109,7 @@ def dynamic_loss_scale(
     hparams.check_range(fn, "init_scale", init_scale, _S_MIN, _F32_MAX)
     _check_float32_open(fn, "growth_factor", growth_factor, 1.0, float("inf"))
     _check_float32_open(fn, "backoff_factor", backoff_factor, 0.0, 1.0)
-    hparams.check_int(fn, "growth_interval", growth_interval, 1)
+    hparams.check_int(fn, "growth_interval", growth_interval, 1, counted=True)
     interval = int(growth_interval)
     keep = extra_args_filter(inner.update)
 

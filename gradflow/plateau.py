@@ -151,10 +151,10 @@ def reduce_on_plateau(
     """
     fn = "reduce_on_plateau"
     hparams.check_range(fn, "factor", factor, 0.0, 1.0, low_open=True, high_open=True)
-    patience = hparams.check_int(fn, "patience", patience, 0)
+    patience = hparams.check_int(fn, "patience", patience, 0, counted=True)
     _check_tolerances(fn, rtol, atol)
-    cooldown = hparams.check_int(fn, "cooldown", cooldown, 0)
-    accumulation_size = hparams.check_int(fn, "accumulation_size", accumulation_size, 1)
+    cooldown = hparams.check_int(fn, "cooldown", cooldown, 0, counted=True)
+    accumulation_size = hparams.check_int(fn, "accumulation_size", accumulation_size, 1, counted=True)
     hparams.check_range(fn, "min_scale", min_scale, 0.0, 1.0)
     hparams.check_non_negative(fn, "eps", eps)
 
@@ -265,9 +265,9 @@ def restart_on_loss(
     if threshold is not None:
         hparams.check_finite(fn, "threshold", threshold)
     if patience is not None:
-        patience = hparams.check_int(fn, "patience", patience, 0)
+        patience = hparams.check_int(fn, "patience", patience, 0, counted=True)
     _check_tolerances(fn, rtol, atol)
-    cooldown = hparams.check_int(fn, "cooldown", cooldown, 0)
+    cooldown = hparams.check_int(fn, "cooldown", cooldown, 0, counted=True)
 
     def init_fn(params):
         del params

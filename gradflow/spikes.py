@@ -341,7 +341,7 @@ def _check_spam_args(
     check_adam_args(fn, b1, b2, eps, adaptive_clip=adaptive_clip)
     hparams.check_non_negative(fn, "threshold", threshold)
     for name, value in (("reset_interval", reset_interval), ("warmup_steps", warmup_steps), ("clip_start", clip_start)):
-        hparams.check_int(fn, name, value, 0)
+        hparams.check_int(fn, name, value, 0, counted=True)
     hparams.check_decay(fn, "max_decay", max_decay)
 
 

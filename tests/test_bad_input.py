@@ -157,6 +157,31 @@ def test_row_function_for_a_number_is_a_schedule_where_one_is_read():
 
 
 @pytest.mark.parametrize(
+    "build",
+    [
+        lambda n: gf.apply_if_finite(gf.sgd(0.1), n),
+        lambda n: gf.skip_spikes(gf.sgd(0.1), max_consecutive_skips=n),
+        lambda n: gf.protect(gf.sgd(0.1), max_consecutive_skips=n),
+        lambda n: gf.dynamic_loss_scale(gf.sgd(0.1), growth_interval=n),
+        lambda n: gf.spam(0.1, reset_interval=n),
+        lambda n: gf.zclip(warmup_steps=n),
+        lambda n: gf.adagc(warmup_steps=n),
+        lambda n: gf.reduce_on_plateau(patience=n),
+        lambda n: gf.restart_on_loss(SCHED, patience=n),
+    ],
+    ids=["apply_if_finite", "skip_spikes", "protect", "dynamic_loss_scale", "spam", "zclip", "adagc",
+         "reduce_on_plateau", "restart_on_loss"],
+)
+def test_row_step_count_beyond_int32(build):
+    with pytest.raises(ValueError, match=r"must be at most 2\*\*31 - 1 = 2147483647 .*got 2147483648"):
+        build(2**31)
+    tx = build(2**31 - 1)  # where the int32 counters stop: "never", and it runs
+    params = {"w": jnp.ones(3)}
+    u, _ = jax.jit(lambda g, s: tx.update(g, s, params, value=jnp.float32(1.0)))(params, tx.init(params))
+    assert np.all(np.isfinite(np.asarray(u["w"])))
+
+
+@pytest.mark.parametrize(
     "call, message",
     [
         (lambda: gf.adam(0.1, mu_dtype=jnp.int32), "adam: mu_dtype must be None or a floating-point"),
