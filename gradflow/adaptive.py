@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
@@ -76,8 +77,13 @@ def per_dtype(make: Any) -> Any:
     return get
 
 
-def adam_scalars(b1: Any, b2: Any, eps: Any, eps_root: Any, bias_correction: bool, count: jnp.ndarray) -> Any:
+def adam_scalars(
+    fn: str, b1: Any, b2: Any, eps: Any, eps_root: Any, bias_correction: bool, count: jnp.ndarray
+) -> Any:
     """Per computation dtype: (β₁, β₂, ε, ε_root, 1 − β₁ᵏ, 1 − β₂ᵏ, 1 − β₁ᵏ⁺¹) at step k = ``count``.
+
+    A β that rounds to 1 in that dtype raises ``ValueError`` (named for ``fn``) when
+    the update is traced: it passed the build-time check [0, 1) as a Python float.
 
     Each is formed in that dtype from the hyperparameter converted first, so a
     plain and an injected build do the same arithmetic; the corrections are None
@@ -85,6 +91,11 @@ def adam_scalars(b1: Any, b2: Any, eps: Any, eps_root: Any, bias_correction: boo
     """
 
     def make(cd: Any) -> tuple:
+        for name, beta in (("b1", b1), ("b2", b2)):
+            x = hparams.static_number(beta)
+            if x is not None and x > 0 and np.asarray(x, cd) == 1:  # 1 − 1e-9 in float32
+                raise ValueError(f"{fn}: {name} must be < 1 in the update's dtype {jnp.dtype(cd).name}, got {beta!r}, "
+                                 "which rounds to 1 there")
         args = tuple(hparams.as_scalar(x, cd) for x in (b1, b2, eps, eps_root))
         if not bias_correction:
             return args + (None, None, None)
@@ -379,7 +390,7 @@ def scale_by_adam(
         tree_lib.check_same_shapes(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
 
-        scalars = adam_scalars(b1, b2, eps, eps_root, bias_correction, count)
+        scalars = adam_scalars(fn, b1, b2, eps, eps_root, bias_correction, count)
 
         def one(g, m, v):
             cd = compute_dtype(g.dtype, m, v)
@@ -469,7 +480,7 @@ def scale_by_amsgrad(
         tree_lib.check_same_shapes(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
 
-        scalars = adam_scalars(b1, b2, eps, eps_root, bias_correction, count)
+        scalars = adam_scalars(fn, b1, b2, eps, eps_root, bias_correction, count)
 
         def one(g, m, v, v_max):
             cd = compute_dtype(g.dtype, m, v, v_max)

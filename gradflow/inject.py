@@ -296,8 +296,9 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     Each value is cast to the dtype already stored, so the state's structure
     and dtypes do not change and a jitted step does not compile again.
 
-    Each value is checked here, by the rules (and with the messages) the
-    factory applies when it is built: ``set_hyperparams(state, b2=1.0)`` on an
+    Each value is checked here, as the stored dtype holds it, by the rules (and
+    with the messages) the factory applies when it is built:
+    ``set_hyperparams(state, b2=1.0)`` (or ``b2=1 - 1e-9``, 1.0 in float32) on an
     injected ``adam`` raises ``ValueError`` (``adam: b2 must be in [0, 1), got
     1.0``) instead of giving NaN updates under ``jit``. A value traced inside
     ``jit`` cannot be checked and is stored as it is.
@@ -328,7 +329,9 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
         if check is not None and mine:
             current = {k: v for k, v in s.hyperparams.items() if not isinstance(v, jax.core.Tracer)}
             current = {k: float(v) if np.ndim(v) == 0 else v for k, v in current.items()}
-            current.update(mine)
+            # judged as stored: b2 = 1 − 1e-9 is 1.0 in float32
+            current.update({k: v if isinstance(v, jax.core.Tracer) else float(np.asarray(v, jnp.result_type(s.hyperparams[k])))
+                            for k, v in mine.items()})
             try:
                 check(current)
             except ValueError as e:

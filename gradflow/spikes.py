@@ -105,7 +105,7 @@ def scale_by_adam_atan2(
         del params, extra_args
         tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
-        scalars = adam_scalars(b1, b2, 0.0, 0.0, True, count)
+        scalars = adam_scalars(fn, b1, b2, 0.0, 0.0, True, count)
 
         def one(g, m, v):
             cd = compute_dtype(g.dtype)
@@ -250,7 +250,7 @@ def scale_by_stable_adam(
         del params, extra_args
         tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
-        scalars = adam_scalars(b1, b2, eps, 0.0, True, count)
+        scalars = adam_scalars(fn, b1, b2, eps, 0.0, True, count)
         sd = state.max_rms.dtype
 
         def one(g, m, v):
@@ -461,7 +461,7 @@ def scale_by_spam(
         count = tree_lib.safe_increment(state.count)
         sd = state.warmup_scale.dtype
         reset, scale, clip_on, j = _spam_phase(count, reset_interval, warmup_steps, clip_start, sd)
-        scalars = adam_scalars(b1, b2, eps, 0.0, True, count)
+        scalars = adam_scalars(fn, b1, b2, eps, 0.0, True, count)
         adaptive = _per_dtype_bias(max_decay, j) if adaptive_clip else None
 
         def one(g, m, v, big_ema=None):

@@ -441,10 +441,31 @@ def test_row_arguments_after_the_core_hyperparameters_are_keyword_only(call):
         call()
 
 
+@pytest.mark.parametrize(
+    "tx, block, name",
+    [(lambda: gf.adam(0.1, b2=1 - 1e-9), "scale_by_adam", "b2"), (lambda: gf.amsgrad(0.1, b1=1 - 1e-10), "scale_by_amsgrad", "b1"),
+     (lambda: gf.spam(0.1, b2=1 - 1e-9), "scale_by_spam", "b2"), (lambda: gf.adam_atan2(0.1, b2=1 - 1e-9), "scale_by_adam_atan2", "b2")],
+    ids=["adam", "amsgrad", "spam", "adam_atan2"],
+)
+def test_row_beta_that_rounds_to_one(tx, block, name):
+    tx = tx()
+    with pytest.raises(ValueError, match=f"{block}: {name} must be < 1 in the update's dtype float32, got 0.99999"):
+        jax.jit(tx.update)(PARAMS, tx.init(PARAMS), PARAMS)
+
+
+def test_row_beta_that_rounds_to_one_is_fine_in_float64(x64):
+    tx = gf.adam(0.1, b2=1 - 1e-9)
+    params = {"w": jnp.ones(3, jnp.float64)}
+    u, _ = jax.jit(tx.update)(params, tx.init(params), params)
+    assert np.all(np.isfinite(np.asarray(u["w"])))
+
+
 def test_row_set_hyperparams_bad_value():
     state = gf.inject_hyperparams(gf.adam)(0.1).init(PARAMS)
     with pytest.raises(ValueError, match=r"set_hyperparams: adam: b2 must be in \[0, 1\), got 1.0"):
         gf.set_hyperparams(state, b2=1.0)
+    with pytest.raises(ValueError, match=r"set_hyperparams: adam: b2 must be in \[0, 1\), got 1.0"):
+        gf.set_hyperparams(state, b2=1 - 1e-9)  # judged as float32 stores it
     with pytest.raises(ValueError, match="set_hyperparams: b1 must be a scalar number"):
         gf.set_hyperparams(state, b1=np.array([0.9, 0.5, 0.0]))
     scheduled = gf.inject_hyperparams(gf.adam)(SCHED).init(PARAMS)
