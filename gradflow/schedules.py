@@ -112,16 +112,20 @@ def _warmup_args(fn: str, init_value: Any, peak_value: Any, warmup_steps: Any) -
 
 
 def _step(step: Any) -> jnp.ndarray:
-    """The step as an array, clamped at 0 (integers stay integers, so clipping is exact).
+    """The step as an array, clamped at 0 (integers stay integers, so clipping is exact;
+    those narrower than 32 bits become int32, so that tables of boundaries fit).
 
-    A Python int too large for the integer dtype (≥ 2³¹ in jax's default 32-bit
-    mode) becomes a float32 step instead of an ``OverflowError``.
+    A Python or NumPy integer too large for jax's integer dtype (≥ 2³¹ in its
+    default 32-bit mode) becomes a float32 step instead of an ``OverflowError``
+    (a Python int) or a silent wrap-around (a NumPy ``int64``).
     """
-    if isinstance(step, int) and not isinstance(step, bool):
-        if step > np.iinfo(jax.dtypes.canonicalize_dtype(jnp.int64)).max:
+    if isinstance(step, (int, np.integer)) and not isinstance(step, (bool, np.bool_)):
+        info = np.iinfo(jax.dtypes.canonicalize_dtype(jnp.int64))
+        if not info.min <= int(step) <= info.max:
             step = float(step)
     step = jnp.asarray(step)
-    if not (jnp.issubdtype(step.dtype, jnp.integer) or jnp.issubdtype(step.dtype, jnp.floating)):
+    narrow = jnp.issubdtype(step.dtype, jnp.integer) and step.dtype.itemsize < 4  # int8/16, uint8/16: exact in int32
+    if narrow or not (jnp.issubdtype(step.dtype, jnp.integer) or jnp.issubdtype(step.dtype, jnp.floating)):
         step = step.astype(jnp.int32)
     return jnp.maximum(step, 0)
 

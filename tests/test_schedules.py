@@ -460,6 +460,20 @@ def test_unsigned_steps_do_not_wrap_during_transition_begin(make, want, dtype):
     np.testing.assert_allclose(jax.jit(schedule)(jnp.asarray(steps)), want, rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [jnp.uint8, jnp.int16, jnp.uint16])
+def test_warm_restarts_with_narrow_integer_steps_equal_int32_steps(dtype):
+    # the table of cycle starts (up to 2³¹) once wrapped in the step's dtype and picked the wrong cycle
+    schedule = gf.warm_restarts_schedule(1.0, 10, cycle_mult=2.0, peak_mult=0.5, min_value=0.01, warmup_steps=2)
+    steps = np.array([0, 5, 37, 200, 255], dtype)
+    np.testing.assert_allclose(jax.jit(schedule)(jnp.asarray(steps)), schedule(jnp.asarray(steps, jnp.int32)), rtol=1e-6)
+
+
+def test_numpy_int64_steps_beyond_int32_do_not_wrap():
+    schedule = gf.cosine_decay_schedule(0.1, 100)
+    for step in (np.int64(2**31), np.int64(2**32 + 50), np.uint64(2**63)):
+        assert float(schedule(step)) == float(schedule(int(step))) == 0.0, step
+
+
 # Issue 13, item 11: a learning-rate sweep vmaps over a schedule's values, as with optax.
 @pytest.mark.parametrize(
     "make",
