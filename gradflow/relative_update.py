@@ -57,7 +57,8 @@ def cut(
     dt = state.max_ratio.dtype
     u_all, treedef = jax.tree.flatten(updates)
     is_matrix = np.asarray([u.ndim >= 2 for u in u_all], bool)
-    bounded = np.flatnonzero(is_matrix | vectors)
+    empty = np.asarray([u.size == 0 for u in u_all], bool)  # nothing to bound, and 0/0 in max_ratio
+    bounded = np.flatnonzero((is_matrix | vectors) & ~empty)
     if not bounded.size:
         return state._replace(count=tree_lib.safe_increment(state.count))
     w_all = treedef.flatten_up_to(params)

@@ -121,6 +121,15 @@ def test_bfloat16_updates_keep_their_dtype_and_stats_are_named():
     assert {"clip_relative_update/num_clipped", "clip_relative_update/max_ratio"} <= set(names)
 
 
+def test_an_empty_matrix_is_left_alone_and_the_statistic_stays_finite():
+    params = {"w": jnp.ones((4, 4)), "e": jnp.ones((0, 3))}
+    tx = gf.clip_relative_update(max_ratio=0.1)
+    grads = {"w": jnp.full((4, 4), 0.001), "e": jnp.ones((0, 3))}
+    u, state = jax.jit(tx.update)(grads, tx.init(params), params)
+    np.testing.assert_allclose(float(gf.stats(state)["clip_relative_update/max_ratio"]), 0.001, rtol=1e-6)
+    assert u["e"].shape == (0, 3) and not bool(state.clipped)
+
+
 def test_needs_params_and_checks_its_arguments():
     tx = gf.clip_relative_update()
     with pytest.raises(ValueError, match=r"clip_relative_update: update needs params"):
