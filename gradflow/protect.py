@@ -31,7 +31,7 @@ class ProtectState(NamedTuple):
     skipped: jnp.ndarray  # bool scalar: whether the last step was skipped
     clipped: jnp.ndarray  # bool scalar: whether the last gradient was clipped against its history
     num_skipped: jnp.ndarray  # int32 scalar: steps skipped so far (for any reason)
-    num_not_finite: jnp.ndarray  # int32 scalar: steps whose gradient or loss was NaN/inf
+    num_not_finite: jnp.ndarray  # int32 scalar: steps whose gradient norm or loss was NaN/inf
     num_loss_spikes: jnp.ndarray  # int32 scalar: steps whose loss was judged a spike
     num_grad_norm_spikes: jnp.ndarray  # int32 scalar: steps whose gradient norm was judged a spike
     num_clipped: jnp.ndarray  # int32 scalar: gradients clipped against their history so far
@@ -159,7 +159,8 @@ def protect(
     for each watched statistic x ∈ {ℓ, ‖g‖} the median m_x and σ̂_x = 1.4826·MAD_x
     of its last ``window`` values from *accepted* steps (n of them):
 
-      not finite:  g_t or ℓ_t contains NaN/±inf                          → skip;
+      not finite:  ℓ_t or ‖g_t‖ is NaN/±inf (a NaN/±inf in g_t, or a norm
+                   that overflows the gradient's dtype)                   → skip;
       spike_x:     n ≥ min_samples and x_t − m_x > max(k·σ̂_x, ρ·|m_x|);
       "either":    skip when spike_ℓ or spike_‖g‖ (OLMo's skip-step rule);
       "both":      skip when spike_ℓ and spike_‖g‖;
@@ -277,7 +278,8 @@ def protect(
 
     Args:
       inner: the optimizer to protect (a whole chain, gradflow's or optax's).
-      skip_not_finite: skip steps whose gradient (or loss) is NaN or ±inf.
+      skip_not_finite: skip steps whose gradient norm (or loss) is NaN or ±inf:
+        a NaN/±inf element, or finite elements whose norm overflows.
       watch_loss: judge the loss; ``update`` then needs ``value=loss``.
       watch_grad_norm: judge the global gradient norm.
       spike_rule: ``"either"`` skips when any watched statistic spikes, ``"both"``
@@ -390,7 +392,7 @@ def protect(
         dt = state.grad_norm.dtype
         norm = tree_lib.global_norm(updates, axis_name).astype(dt)
         loss = hparams.scalar_value(fn, value).astype(dt) if value is not None else jnp.zeros((), dt)
-        finite = jnp.isfinite(norm)  # NaN or ±inf in any element makes ‖g‖ NaN or inf
+        finite = jnp.isfinite(norm)  # NaN/±inf in any element, or an overflowing sum, makes ‖g‖ NaN or inf
         if value is not None:
             finite = finite & jnp.isfinite(loss)
         judged = _judge(state, loss, norm, finite, **rules)
