@@ -971,8 +971,11 @@ def linear_onecycle_schedule(
     Returns:
       A schedule (float32).
 
-    Parity: ``optax.linear_onecycle_schedule`` (same arguments);
-    ``torch.optim.lr_scheduler.OneCycleLR(anneal_strategy="linear", three_phase=True)``
+    Parity: ``optax.linear_onecycle_schedule`` (same arguments), except at
+    ``pct_final=1``: there optax's boundaries ⌊p_f·N⌋ and N coincide, its table keeps
+    one of the two, and it falls from the peak straight to α_max/final_div_factor at
+    step N, where this schedule falls to α_max/div_factor and then ends at
+    α_max/(div_factor·final_div_factor) (its last phase has no steps); ``torch.optim.lr_scheduler.OneCycleLR(anneal_strategy="linear", three_phase=True)``
     up to PyTorch's one-step-earlier phase ends.
 
     References:
