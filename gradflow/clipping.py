@@ -735,7 +735,9 @@ def clip_update_norm(
       window: the number of recent norms kept (≥ 1); Levanter's ``rolling_interval_length``.
       sigma_factor: k ≥ 0, the number of standard deviations above the mean allowed.
       min_history: m, the norms needed before clipping starts, in [1, window];
-        default max(2, window // 2), as Levanter.
+        default max(2, window // 2), as Levanter, capped at ``window`` (so with
+        ``window=1`` each update is held to the last one's norm + k·10⁻⁶, where
+        Levanter, needing 2 norms it never keeps, would never clip).
       axis_name: the ``shard_map`` mesh axis or axes (see the module docstring).
 
     Returns:

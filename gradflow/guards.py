@@ -231,7 +231,9 @@ def skip_spikes(
     training; ``None`` never forces a step through.
 
     Defaults follow OLMo's skip-step optimizer: k = 6, a window of 128 values,
-    inactive until half the window is filled.
+    inactive until half the window is filled (n counts previous values only, so
+    the first step judged is the 65th; OLMo counts the current value in its half
+    window and judges the 64th against 63: ``min_samples=63`` gives its start).
 
     Args:
       inner: the transform to protect (usually the whole optimizer chain).
@@ -248,7 +250,7 @@ def skip_spikes(
 
     Parity: OLMo-core's ``SkipStepOptimizer(rolling_interval_length=128, sigma_factor=6)``
     judges against the previous values in the same way (mean, n − 1 standard deviation,
-    active from half a window) but keeps skipped values in its window and watches loss
+    active from half a window, one step earlier) but keeps skipped values in its window and watches loss
     and gradient norm together; gradflow keeps only accepted values (so a spike does not
     widen the band for the next one) and watches one of them. Tested against a NumPy
     version of this rule.

@@ -186,8 +186,8 @@ def protect(
     ``inner``'s, bit for bit.
 
     Why these statistics: the median and MAD are judged from four values on, so
-    a corrupted batch at step 5 is caught (a rolling mean ± 6σ needs OLMo's 64
-    values before it may judge, and one outlier inflates σ). The relative
+    a corrupted batch at step 5 is caught (a rolling mean ± 6σ needs OLMo's 63
+    previous values before it may judge, and one outlier inflates σ). The relative
     margin ρ keeps heavy-tailed but healthy noise from firing: late in training,
     when the loss is near zero, single batches at 3–5× the median are common.
 
@@ -318,8 +318,9 @@ def protect(
     Parity: with every part switched off (``skip_not_finite=False, watch_loss=False,
     watch_grad_norm=False, max_update_ratio=None``) the updates and inner state are
     ``inner``'s exactly.
-    ``spike_rule="either"`` with a mean ± k·σ band over 128 values instead of the
-    median/MAD is OLMo-core's ``SkipStepOptimizer``.
+    ``spike_rule="either"`` is OLMo-core's ``SkipStepOptimizer``'s way of combining
+    the two signals; its statistics differ (a mean ± 6σ band over the last 128
+    values, skipped ones included, from the 64th step on).
 
     References:
       OLMo et al., 2 OLMo 2 Furious, 2024, https://arxiv.org/abs/2501.00656 (skipping

@@ -154,10 +154,11 @@ def adam_atan2(
       ``update`` needs ``params`` (for the decay).
 
     Parity:
-      ``adam_atan2_pytorch.AdamAtan2(lr, betas=(b1, b2), a=a, b=b)`` (weight_decay = 0):
-      ``adam_atan2(lr, b1, b2, a=a, b=b)``. That code decays by θ ← θ·(1 − (α_t/α₀)·λ), a decay
-      not multiplied by the learning rate; gradflow's λ is AdamW's, multiplied by α_t
-      (``weight_decay=λ_code/α₀`` gives the code's decay with a constant learning rate α₀).
+      ``adam_atan2_pytorch.AdamAtan2(lr, betas=(b1, b2), weight_decay=λ, a=a, b=b)``:
+      ``adam_atan2(lr, b1, b2, weight_decay=λ, a=a, b=b)``; both decay AdamW's way,
+      θ ← θ·(1 − α·λ) (the code's default ``decoupled_wd=False``; with
+      ``decoupled_wd=True`` it divides λ by the initial rate α₀, which is
+      ``weight_decay=λ/α₀`` here). Tested against a NumPy reference of the rule.
 
     References:
       Everett et al., Scaling Exponents Across Parameterizations and Optimizers, 2024,
