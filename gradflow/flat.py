@@ -39,18 +39,22 @@ class FlattenSmallState(NamedTuple):
     offsets: tuple
 
 
-def _per_leaf_state_types() -> tuple:
-    """State types of transforms whose math is per leaf (per-leaf norms, trust ratios)."""
-    from gradflow import adaptive, clipping, relative_update
+def _is_per_leaf(state: Any) -> bool:
+    """Whether ``state`` belongs to a transform whose math is per leaf (per-leaf norms,
+    trust ratios, per-tensor update clipping, SPAM's per-tensor max |g|)."""
+    from gradflow import adaptive, clipping, relative_update, spikes
 
-    return (
+    if isinstance(state, spikes.ScaleBySpamState):
+        return state.max_ema is not None  # adaptive_clip keeps one max |g| per leaf
+    return isinstance(state, (
         relative_update.ClipRelativeUpdateState,
         clipping.ClipByNormState,
         clipping.ClipByBlockRmsState,
         clipping.AdaptiveGradClipState,
         clipping.AdagcState,
         adaptive.ScaleByTrustRatioState,
-    )
+        spikes.ScaleByStableAdamState,
+    ))
 
 
 class _Layout(NamedTuple):
@@ -168,7 +172,8 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
 
     Refused (``ValueError`` at ``init``): gradflow transforms whose math is per
     leaf (``clip_by_norm``, ``clip_by_block_rms``, ``adaptive_grad_clip``,
-    ``adagc``, ``scale_by_trust_ratio`` and so ``lars`` and ``lamb``), which
+    ``adagc``, ``scale_by_trust_ratio`` and so ``lars`` and ``lamb``,
+    ``clip_relative_update``, ``stable_adamw``, ``spam(adaptive_clip=True)``), which
     would treat a whole buffer as one leaf; chain them outside
     ``flatten_small``. optax's per-leaf transforms (``optax.clip_by_block_rms``,
     ``optax.scale_by_trust_ratio``, ``optax.adaptive_grad_clip``) carry no
@@ -201,18 +206,13 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
       Deep Learning Library, 2019, https://arxiv.org/abs/1912.01703
     """
     max_size = hparams.check_int("flatten_small", "max_size", max_size, 0)
-    per_leaf = _per_leaf_state_types()
 
     def init_fn(params):
         leaves = jax.tree.leaves(params)
         layout = _layout(params, max_size)
         _check_unsharded("flatten_small", leaves, layout, max_size)
         inner = tx.init(_pack(leaves, layout))
-        found = [
-            type(x).__name__
-            for x in jax.tree.leaves(inner, is_leaf=lambda n: isinstance(n, per_leaf))
-            if isinstance(x, per_leaf)
-        ]
+        found = [type(x).__name__ for x in jax.tree.leaves(inner, is_leaf=_is_per_leaf) if _is_per_leaf(x)]
         if found:
             raise ValueError(
                 f"flatten_small: tx holds {found[0]}, whose math is per leaf and would treat a packed buffer "

@@ -50,6 +50,7 @@ def run(tx, steps: int = 100, params=None):
 
 
 ELEMENTWISE = {
+    "spam": lambda: gf.spam(1e-2, reset_interval=40, warmup_steps=5),  # its fixed threshold is per element
     "adam": lambda: gf.adam(1e-2),
     "adamw": lambda: gf.adamw(1e-2, weight_decay=0.1),
     "amsgrad": lambda: gf.amsgrad(1e-2),
@@ -145,8 +146,12 @@ def test_every_leaf_is_large_with_max_size_zero_but_empty_ones():
         lambda: gf.chain(gf.clip_by_block_rms(1.0), gf.adam(1e-3)),
         lambda: gf.chain(gf.adaptive_grad_clip(0.01), gf.sgd(1e-3)),
         lambda: gf.chain(gf.adagc(), gf.adam(1e-3)),
+        lambda: gf.stable_adamw(1e-3),
+        lambda: gf.spam(1e-3, adaptive_clip=True),
+        lambda: gf.chain(gf.adam(1e-3), gf.clip_relative_update()),
     ],
-    ids=["lamb", "lars", "clip_by_norm", "clip_by_block_rms", "adaptive_grad_clip", "adagc"],
+    ids=["lamb", "lars", "clip_by_norm", "clip_by_block_rms", "adaptive_grad_clip", "adagc", "stable_adamw",
+         "spam_adaptive_clip", "clip_relative_update"],
 )
 def test_per_leaf_transforms_are_refused(make):
     with pytest.raises(ValueError, match="flatten_small: tx holds .* per leaf"):
