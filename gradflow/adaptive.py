@@ -34,6 +34,19 @@ from gradflow import hparams
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation
 
+__all__ = [
+    "ScaleByRssState",
+    "scale_by_rss",
+    "ScaleByRmsState",
+    "scale_by_rms",
+    "ScaleByAdamState",
+    "scale_by_adam",
+    "ScaleByAmsgradState",
+    "scale_by_amsgrad",
+    "ScaleByTrustRatioState",
+    "scale_by_trust_ratio",
+]
+
 
 def compute_dtype(dtype: Any, *state: Any) -> Any:
     """The dtype a leaf's arithmetic runs in: the gradient's, promoted to at least float32

@@ -17,6 +17,8 @@ import optax
 
 from gradflow import tree as tree_lib
 
+__all__ = ["GradientTransformation", "EmptyState", "chain", "identity", "stateless", "apply_updates"]
+
 Params = Any
 Updates = Any
 State = Any

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = ["save_state", "load_state"]
+
 
 def _keys(tree: Any) -> tuple[list[str], list[Any], Any]:
     leaves_with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)

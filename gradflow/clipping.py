@@ -933,6 +933,7 @@ __all__ = [
     "ClipByGlobalNormState",
     "ClipByNormState",
     "ClipState",
+    "ClipUpdateNormState",
     "ZclipState",
     "adagc",
     "adaptive_grad_clip",
@@ -941,6 +942,6 @@ __all__ = [
     "clip_by_block_rms",
     "clip_by_global_norm",
     "clip_by_norm",
-    "unitwise_norm",
+    "clip_update_norm",
     "zclip",
 ]

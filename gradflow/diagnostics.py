@@ -13,6 +13,8 @@ from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation, extra_args_filter, identity
 from gradflow.inject import InjectHyperparamsState
 
+__all__ = ["MonitorState", "monitor", "stats"]
+
 
 class MonitorState(NamedTuple):
     """State of :func:`monitor`."""

@@ -21,6 +21,8 @@ from gradflow import hparams
 from gradflow.base import GradientTransformation
 from gradflow.tree import group_key
 
+__all__ = ["FlattenSmallState", "flatten_small"]
+
 
 class FlattenSmallState(NamedTuple):
     """State of :func:`flatten_small`."""

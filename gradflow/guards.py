@@ -17,6 +17,8 @@ from gradflow import hparams
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation, extra_args_filter
 
+__all__ = ["ApplyIfFiniteState", "apply_if_finite", "SkipSpikesState", "skip_spikes"]
+
 
 def select_tree(pred: jnp.ndarray, new: Any, old: Any) -> Any:
     """Leaf by leaf: ``new`` where the scalar ``pred`` holds, else ``old`` (bitwise)."""

@@ -15,6 +15,8 @@ from gradflow import hparams
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation, extra_args_filter
 
+__all__ = ["InjectHyperparamsState", "inject_hyperparams", "current_hyperparams", "set_hyperparams"]
+
 
 class InjectHyperparamsState(NamedTuple):
     """State of a transform built by :func:`inject_hyperparams`."""

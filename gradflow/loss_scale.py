@@ -20,6 +20,8 @@ from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation, extra_args_filter
 from gradflow.guards import all_finite, guarded_step
 
+__all__ = ["DynamicLossScaleState", "dynamic_loss_scale", "loss_scale"]
+
 _S_MIN = float(np.finfo(np.float32).tiny)  # 2⁻¹²⁶: 1/S stays finite
 _F32_MAX = float(np.finfo(np.float32).max)
 

@@ -32,6 +32,8 @@ from gradflow.scaling import (
     trace,
 )
 
+__all__ = ["sgd", "adagrad", "rmsprop", "adam", "amsgrad", "adamw", "lars", "lamb"]
+
 
 def sgd(
     learning_rate: hparams.ScalarOrSchedule,

@@ -38,6 +38,8 @@ from gradflow import hparams
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation
 
+__all__ = ["ReduceOnPlateauState", "reduce_on_plateau", "RestartOnLossState", "restart_on_loss"]
+
 
 def _loss(fn: str, extra_args: dict) -> jnp.ndarray:
     if "value" not in extra_args:

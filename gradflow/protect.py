@@ -12,6 +12,8 @@ from gradflow.base import GradientTransformation, extra_args_filter
 from gradflow.guards import check_window, step_unless_skipped
 from gradflow.tree import robust_location_scale
 
+__all__ = ["ProtectState", "protect"]
+
 _RULES = ("either", "both")
 _RATE_STEPS = 128  # the spike rate is an exponential average over about this many steps
 

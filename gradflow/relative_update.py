@@ -13,6 +13,8 @@ from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation
 from gradflow.clipping import checked
 
+__all__ = ["ClipRelativeUpdateState", "clip_relative_update"]
+
 
 class ClipRelativeUpdateState(NamedTuple):
     """State of :func:`clip_relative_update` (diagnostics only)."""

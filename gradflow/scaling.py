@@ -12,6 +12,17 @@ from gradflow import hparams
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation, chain, stateless
 
+__all__ = [
+    "scale",
+    "ScaleByScheduleState",
+    "scale_by_schedule",
+    "scale_by_learning_rate",
+    "TraceState",
+    "trace",
+    "AddDecayedWeightsState",
+    "add_decayed_weights",
+]
+
 
 def scale(step_size: float) -> GradientTransformation:
     """u ← s·g for a constant scalar s.

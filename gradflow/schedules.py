@@ -33,6 +33,27 @@ import numpy as np
 from gradflow import hparams
 from gradflow import tree as tree_lib
 
+__all__ = [
+    "constant_schedule",
+    "polynomial_schedule",
+    "linear_schedule",
+    "exponential_decay",
+    "warmup_constant_schedule",
+    "piecewise_constant_schedule",
+    "piecewise_interpolate_schedule",
+    "cosine_decay_schedule",
+    "warmup_cosine_decay_schedule",
+    "warmup_exponential_decay_schedule",
+    "join_schedules",
+    "warm_restarts_schedule",
+    "sgdr_schedule",
+    "cosine_onecycle_schedule",
+    "linear_onecycle_schedule",
+    "wsd_schedule",
+    "inverse_sqrt_schedule",
+    "plot_schedule",
+]
+
 Schedule = hparams.Schedule
 
 _F32 = jnp.float32

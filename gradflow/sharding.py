@@ -18,6 +18,8 @@ from jax.sharding import NamedSharding, PartitionSpec, Sharding, SingleDeviceSha
 
 from gradflow.base import GradientTransformation
 
+__all__ = ["state_sharding", "init_sharded"]
+
 
 def replicated_like(sharding: Sharding) -> Sharding:
     """A sharding that places a full copy on every device of ``sharding``."""

@@ -33,6 +33,18 @@ from gradflow.adaptive import (
 from gradflow.base import GradientTransformation
 from gradflow.scaling import decoupled
 
+__all__ = [
+    "ScaleByAdamAtan2State",
+    "scale_by_adam_atan2",
+    "adam_atan2",
+    "ScaleByStableAdamState",
+    "scale_by_stable_adam",
+    "stable_adamw",
+    "ScaleBySpamState",
+    "scale_by_spam",
+    "spam",
+]
+
 # --------------------------------------------------------------------------------------------
 # Adam-atan2
 # --------------------------------------------------------------------------------------------

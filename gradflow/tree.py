@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType
 
+__all__ = ["global_norm", "safe_increment"]
+
 INT32_MAX = np.iinfo(np.int32).max
 
 
