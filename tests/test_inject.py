@@ -277,6 +277,29 @@ def test_wraps_optax_factories():
     assert {"learning_rate", "b1", "b2", "eps"} <= set(state.hyperparams)
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_optax_factories_keep_low_precision_dtypes_and_compile_once(dtype):
+    # optax computes b1·μ with the float32 value as it is; the updates and moments must come back
+    # in their own dtypes, or the state changes type and the step compiles again.
+    params = {"w": jnp.ones((3,), dtype), "b": jnp.zeros((2,), dtype)}
+    tx = gf.inject_hyperparams(optax.adam)(learning_rate=1e-2)
+    traces = []
+
+    @jax.jit
+    def step(state, g):
+        traces.append(1)
+        return tx.update(g, state, params)
+
+    state = tx.init(params)
+    for t in range(3):
+        g = jax.tree.map(lambda p: jnp.full_like(p, 0.5 + t), params)
+        u, new_state = step(state, g)
+        assert jax.tree.map(lambda x: x.dtype, u) == jax.tree.map(lambda x: x.dtype, g)
+        assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(lambda x: x.dtype, state)
+        state = new_state
+    assert len(traces) == 1
+
+
 def test_init_runs_on_shapes_only():
     shapes = {"w": jax.ShapeDtypeStruct((1000, 10), jnp.bfloat16), "b": jax.ShapeDtypeStruct((10,), jnp.float32)}
     for tx in (
