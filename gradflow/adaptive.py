@@ -150,7 +150,7 @@ def update_moments(g: jnp.ndarray, m: jnp.ndarray, v: jnp.ndarray, b1: Any, b2: 
 
 def zero_moments(params: Any, mu_dtype: Any = None, nu_dtype: Any = None) -> dict:
     """A fresh Adam-like state's ``count``, ``mu`` and ``nu``: a zero counter and zero moments like ``params``."""
-    return dict(count=tree_lib.zero_count(), mu=tree_lib.zeros_like(params, mu_dtype), nu=tree_lib.zeros_like(params, nu_dtype))
+    return dict(count=tree_lib.zero_count(), mu=tree_lib.signed_zeros_like(params, mu_dtype), nu=tree_lib.zeros_like(params, nu_dtype))
 
 
 def check_adam_args(fn: str, b1: Any, b2: Any, eps: Any = 0.0, eps_root: Any = 0.0, **flags: Any) -> None:
@@ -376,7 +376,8 @@ def scale_by_adam(
       bias_correction: divide the moments by 1 − βᵏ (Kingma & Ba); False gives
         the Adam of docs/equations.md, eq. (16).
       nesterov: Dozat's Nesterov-accelerated Adam (NAdam as optax writes it); needs β₁ > 0.
-      mu_dtype: dtype of m (default: the parameter's dtype).
+      mu_dtype: dtype of m (default: the parameter's dtype; for a complex parameter
+        a real dtype means the complex one of its precision).
       nu_dtype: dtype of v (default: the parameter's dtype). With float16
         parameters, v = (1 − β₂)·g² underflows to 0 for small gradients and the
         update m/(√0 + ε) overflows float16: pass ``nu_dtype=jnp.float32``.

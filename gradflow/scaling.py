@@ -127,7 +127,8 @@ def trace(
       decay: the momentum μ in [0, 1].
       nesterov: use Nesterov's look-ahead u = g + μ·b.
       dampening: PyTorch's dampening d in [0, 1].
-      accumulator_dtype: dtype of b (defaults to the parameter's dtype).
+      accumulator_dtype: dtype of b (defaults to the parameter's dtype; for a complex
+        parameter a real dtype means the complex one of its precision).
 
     Parity: ``torch.optim.SGD(momentum=μ, dampening=d, nesterov=...)``;
     ``optax.trace(decay=μ, nesterov=...)`` when d = 0.
@@ -139,7 +140,7 @@ def trace(
     damped = (d_num is None or d_num != 0.0) and (mu_num is None or mu_num != 0.0)
 
     def init_fn(params):
-        return TraceState(count=tree_lib.zero_count(), trace=tree_lib.zeros_like(params, accumulator_dtype))
+        return TraceState(count=tree_lib.zero_count(), trace=tree_lib.signed_zeros_like(params, accumulator_dtype))
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args

@@ -254,6 +254,20 @@ def zeros_like(tree: Any, dtype: Any = None) -> Any:
     return jax.tree.map(lambda p: jnp.zeros(leaf_shape(p), dtype or _leaf_dtype(p)), tree)
 
 
+def signed_zeros_like(tree: Any, dtype: Any = None) -> Any:
+    """:func:`zeros_like` for a moment that holds the gradient's sign (momentum, Adam's m):
+    a complex leaf keeps a complex moment of ``dtype``'s precision (float32 → complex64),
+    where a real one would drop the imaginary part."""
+
+    def zeros(p):
+        d = dtype or _leaf_dtype(p)
+        if jnp.issubdtype(_leaf_dtype(p), jnp.complexfloating) and not jnp.issubdtype(d, jnp.complexfloating):
+            d = jnp.result_type(d, jnp.complex64)
+        return jnp.zeros(leaf_shape(p), d)
+
+    return jax.tree.map(zeros, tree)
+
+
 def full_like(tree: Any, value: float, dtype: Any = None) -> Any:
     """``value`` broadcast to the shape of every leaf of ``tree``."""
     return jax.tree.map(lambda p: jnp.full(leaf_shape(p), value, dtype or _leaf_dtype(p)), tree)

@@ -172,6 +172,24 @@ def test_sgd_on_complex_leaves_is_the_formula():
     chex.assert_trees_all_close(u, {"z": jnp.asarray([-0.5 - 1j, 1.5j], jnp.complex64)})
 
 
+@pytest.mark.parametrize(
+    "make",
+    [lambda d: gf.trace(0.9, accumulator_dtype=d), lambda d: gf.adam(0.1, mu_dtype=d),
+     lambda d: gf.sgd(0.1, momentum=0.9), lambda d: gf.spam(0.1, mu_dtype=d)],
+    ids=["trace", "adam", "sgd", "spam"],
+)
+def test_a_real_moment_dtype_keeps_complex_moments_complex(make):
+    # mu_dtype=float32 on complex64 leaves once stored m (and trace's b) as float32, dropping
+    # the imaginary part: a purely imaginary gradient gave trace's updates 0.
+    g = {"z": jnp.asarray([1j, 0.5 - 2j], jnp.complex64)}
+    want, got = make(None), make(jnp.float32)
+    s1, s2 = want.init(g), got.init(g)
+    for _ in range(3):
+        u1, s1 = want.update(g, s1, g)
+        u2, s2 = got.update(g, s2, g)
+        chex.assert_trees_all_close(u2, u1, rtol=1e-6)
+
+
 def test_clip_by_global_norm_uses_the_modulus_of_complex_leaves():
     g = {"z": jnp.asarray([3 + 4j], jnp.complex64)}  # |g| = 5
     tx = gf.clip_by_global_norm(1.0)
