@@ -27,7 +27,8 @@ under each recipe:
 
 Within a scenario every recipe gets the same peak learning rate, schedule (10%
 linear warm-up, cosine to a tenth of the peak), β's, ε and weight decay, the same
-initialisations and the same batches. The peak rates are common defaults for
+initialisations and the same batches (but spam keeps its own default ε = 1e-6,
+the SPAM code's, and adam_atan2 has no ε). The peak rates are common defaults for
 Adam on such models (not tuned for any recipe); the transformer is swept over
 all of them.
 

@@ -469,3 +469,45 @@ def test_windows_keep_cycling_past_int32_max():
         assert not bool(state.skipped)
     assert sorted(np.asarray(state.loss_history).tolist()) == [12.0, 13.0, 14.0, 15.0]
     assert int(state.num_recorded) >= 4
+
+
+def test_the_margin_scales_with_the_modulus_of_a_negative_loss():
+    # an NLL or ELBO can sit below 0: ρ·|median| must still be a margin above it, not below
+    tx = gf.protect(gf.adam(0.01), spike_rule="either", max_update_ratio=None)
+    p = {"w": jnp.ones(3)}
+    s = tx.init(p)
+    rng = np.random.default_rng(0)
+    g = lambda: {"w": jnp.asarray(rng.standard_normal(3), jnp.float32)}  # noqa: E731
+    for _ in range(8):
+        _, s = tx.update(g(), s, p, value=jnp.float32(-10.0 + 0.01 * rng.standard_normal()))
+    _, s = tx.update(g(), s, p, value=jnp.float32(-9.0))  # +1 on a median of −10: inside 9·|m| = 90
+    assert not bool(s.skipped)
+    _, s = tx.update(g(), s, p, value=jnp.float32(85.0))  # +95: beyond max(6σ̂, 90)
+    assert bool(s.skipped) and int(s.num_loss_spikes) == 1
+
+
+def test_every_part_off_is_inner_exactly_through_non_finite_steps():
+    tx = gf.protect(gf.adam(0.1), skip_not_finite=False, watch_loss=False, watch_grad_norm=False,
+                    max_update_ratio=None)
+    inner = gf.adam(0.1)
+    p = {"w": jnp.ones(2)}
+    s, si = tx.init(p), inner.init(p)
+    step, step_i = jax.jit(tx.update), jax.jit(inner.update)
+    for g in ([0.5, 1.0], [jnp.nan, 1.0], [jnp.inf, -2.0], [0.3, 0.1]):
+        g = {"w": jnp.asarray(g, jnp.float32)}
+        u, s = step(g, s, p)
+        want, si = step_i(g, si, p)
+        np.testing.assert_array_equal(np.asarray(u["w"]), np.asarray(want["w"]))
+        assert not bool(s.skipped)
+    for a, b in zip(jax.tree.leaves(s.inner_state), jax.tree.leaves(si)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_non_finite_step_let_through_is_kept_out_of_the_windows():
+    tx = gf.protect(gf.sgd(0.1), skip_not_finite=False, max_update_ratio=None)
+    p = {"w": jnp.ones(2)}
+    s = tx.init(p)
+    for loss, g in [(1.0, [0.5, 1.0]), (jnp.nan, [jnp.nan, 1.0]), (1.1, [0.4, 0.9])]:
+        _, s = tx.update({"w": jnp.asarray(g, jnp.float32)}, s, p, value=jnp.float32(loss))
+    assert int(s.num_recorded) == 2 and int(s.num_not_finite) == 1
+    assert np.all(np.isfinite(np.asarray(s.loss_history))) and np.all(np.isfinite(np.asarray(s.grad_norm_history)))

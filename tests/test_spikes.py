@@ -290,6 +290,7 @@ def test_stable_adamw_empty_and_complex_leaves():
 SPAM_CASES = [
     dict(threshold=100.0, reset_interval=40, warmup_steps=10, clip_start=5),
     dict(threshold=100.0, reset_interval=0, clip_start=0, weight_decay=0.1, b1=0.8, b2=0.99, eps=1e-4),
+    dict(threshold=5.0, reset_interval=0, clip_start=7),  # clip_start alone decides, with no resets
     dict(threshold=0.0, reset_interval=25, warmup_steps=30, clip_start=20),
     dict(adaptive_clip=True, max_decay=0.9, reset_interval=50, warmup_steps=5),
     dict(adaptive_clip=True, reset_interval=1, warmup_steps=3),

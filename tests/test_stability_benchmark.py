@@ -50,3 +50,13 @@ def test_the_oracle_skips_exactly_the_corrupted_batches(stability):
     standard = stability.run_recipe(scenario, by_name["standard (optax)"], [0], 1, False)
     np.testing.assert_allclose(oracle.raw_final[0], untrained, rtol=1e-5)  # the same weights, evaluated under vmap
     assert abs(standard.raw_final[0] / untrained - 1) > 1e-3, (standard.raw_final[0], untrained)
+
+
+def test_the_oracle_trains_on_the_clean_batches(stability):
+    # no batch corrupted: the oracle skips nothing, so it is the standard recipe, run for run
+    scenario = stability.SCENARIOS["corrupted_fit"](True)
+    scenario = dataclasses.replace(scenario, steps=6, corrupt=stability._corrupt_batches(0.0))
+    by_name = {r.name: r for r in stability.recipes_for(scenario, candidates=False, blocks=False)}
+    oracle = stability.run_recipe(scenario, by_name["oracle (skip corrupted)"], [0], 1, False)
+    standard = stability.run_recipe(scenario, by_name["standard (optax)"], [0], 1, False)
+    np.testing.assert_allclose(oracle.raw_final[0], standard.raw_final[0], rtol=1e-6)
