@@ -177,7 +177,9 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
     ``adagc``, ``scale_by_trust_ratio`` and so ``lars`` and ``lamb``,
     ``clip_relative_update``, ``stable_adamw``, ``spam(adaptive_clip=True)``), which
     would treat a whole buffer as one leaf; chain them outside
-    ``flatten_small``. optax's per-leaf transforms (``optax.clip_by_block_rms``,
+    ``flatten_small``. ``protect`` holds the relative update clip's state even
+    when ``max_update_ratio=None``, so it is refused too: wrap it around
+    instead, ``protect(flatten_small(tx))``. optax's per-leaf transforms (``optax.clip_by_block_rms``,
     ``optax.scale_by_trust_ratio``, ``optax.adaptive_grad_clip``) carry no
     state that shows it and are not detected: do not wrap them. Masks
     (``optax.masked``, ``adamw(mask=...)``) see the packed tree: apply them

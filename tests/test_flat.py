@@ -158,6 +158,13 @@ def test_per_leaf_transforms_are_refused(make):
         gf.flatten_small(make(), max_size=MAX_SIZE).init(tree(0))
 
 
+def test_protect_goes_around_flatten_small():
+    tx = gf.protect(gf.flatten_small(gf.adam(1e-2), max_size=MAX_SIZE), watch_loss=False)
+    want, _ = run(gf.protect(gf.adam(1e-2), watch_loss=False), steps=20)
+    got, _ = run(tx, steps=20)
+    assert_within_ulps(got, want)
+
+
 def test_per_leaf_transform_outside_the_wrapper_works():
     tx = gf.chain(gf.clip_by_norm(1.0), gf.flatten_small(gf.adam(1e-2), max_size=MAX_SIZE))
     want, _ = run(gf.chain(gf.clip_by_norm(1.0), gf.adam(1e-2)), steps=20)
