@@ -233,6 +233,19 @@ def test_skip_spikes_watches_the_loss_when_given():
     assert run.traces == 1
 
 
+@pytest.mark.parametrize("v, skip", [(2.58, False), (2.70, True)])
+def test_skip_spikes_band_uses_the_n_minus_1_standard_deviation(v, skip):
+    # window [1, 2, 1, 2]: mean 1.5, σ = 0.577 with n − 1 (OLMo's torch.std), 0.5 with n;
+    # k = 2 puts the band at 2.655: 2.58 is inside it (outside a population-σ band), 2.70 is not
+    tx = gf.skip_spikes(gf.sgd(0.1), threshold=2.0, window=8, min_samples=4)
+    p = {"w": jnp.ones(2)}
+    s = tx.init(p)
+    for loss in [1.0, 2.0, 1.0, 2.0, v]:
+        _, s = tx.update({"w": jnp.ones(2)}, s, p, value=jnp.float32(loss))
+    assert bool(s.skipped) == skip
+    assert reference_skips([1.0, 2.0, 1.0, 2.0, v], k=2.0, window=8, min_samples=4)[-1] == skip
+
+
 def test_skip_spikes_max_consecutive_skips_learns_a_lasting_change():
     values = [1.0 + 0.01 * np.sin(t) for t in range(40)] + [100.0 + np.cos(t) for t in range(60)]
     run = Stepper(gf.skip_spikes(gf.sgd(0.1), window=16, min_samples=8, max_consecutive_skips=3))
