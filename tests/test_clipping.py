@@ -531,6 +531,16 @@ def test_adagc_one_zero_gradient_in_warmup_does_not_zero_gamma():
     assert float(state.gamma["b"]) == 0.0  # zero throughout warm-up: the paper's γ = 0
 
 
+def test_adagc_zero_gradient_at_the_last_warmup_step_keeps_gamma():
+    tx = gf.adagc(warmup_steps=3)
+    state = tx.init(jnp.zeros(1))
+    for g in [0.5, 0.4, 0.0]:  # γ = min of the non-zero norms seen, 0.4, not the last one's 0
+        _, state = tx.update(jnp.array([g]), state)
+    assert float(state.gamma) > 0.39
+    u, state = tx.update(jnp.array([5.0]), state)
+    assert float(u[0]) > 0.39
+
+
 def test_adagc_zero_gradient_at_the_first_step_is_replaced_later():
     tx = gf.adagc(lambda_abs=10.0, warmup_steps=3)
     params = {"b": jnp.zeros(2)}

@@ -246,6 +246,9 @@ OPTAX_CASES = [
                         dict(init_value=0.1, peak_value=0.5, warmup_steps=5, decay_steps=200, end_value=0.01)],), {}),
     ("cosine_onecycle_schedule", (1000, 1.0), {}),
     ("linear_onecycle_schedule", (1000, 1.0), dict(pct_start=0.2, pct_final=0.9, div_factor=10.0, final_div_factor=100.0)),
+    # phase ends that are not whole steps (30.3, 85.85): optax rounds them down, and so must we
+    ("cosine_onecycle_schedule", (101, 1.0), {}),
+    ("linear_onecycle_schedule", (101, 1.0), {}),
 ]
 
 
