@@ -158,6 +158,17 @@ def test_per_leaf_transforms_are_refused(make):
         gf.flatten_small(make(), max_size=MAX_SIZE).init(tree(0))
 
 
+def test_leaves_after_a_repeated_shape_are_cut_from_their_own_place():
+    # in SHAPES the two leaves of one shape come last in tree order; here a leaf follows them
+    params = {"a": jnp.zeros(3), "b": jnp.zeros(3), "c": jnp.zeros(5), "d": jnp.zeros((2, 2))}
+    g = {"a": jnp.arange(3.0), "b": 10 + jnp.arange(3.0), "c": 100 + jnp.arange(5.0), "d": 1000 + jnp.ones((2, 2))}
+    tx = gf.flatten_small(gf.identity())
+    for update in (tx.update, jax.jit(tx.update)):
+        u, _ = update(g, tx.init(params))
+        for k in g:
+            np.testing.assert_array_equal(np.asarray(u[k]), np.asarray(g[k]), err_msg=k)
+
+
 def test_protect_goes_around_flatten_small():
     tx = gf.protect(gf.flatten_small(gf.adam(1e-2), max_size=MAX_SIZE), watch_loss=False)
     want, _ = run(gf.protect(gf.adam(1e-2), watch_loss=False), steps=20)
