@@ -246,6 +246,16 @@ def test_skip_spikes_band_uses_the_n_minus_1_standard_deviation(v, skip):
     assert reference_skips([1.0, 2.0, 1.0, 2.0, v], k=2.0, window=8, min_samples=4)[-1] == skip
 
 
+def test_skip_spikes_never_skips_a_constant_value():
+    # σ = 0: only a value strictly above the mean is a spike, or a flat loss would skip every step
+    tx = gf.skip_spikes(gf.sgd(0.1), threshold=6.0, window=4, min_samples=2, max_consecutive_skips=None)
+    p = {"w": jnp.ones(2)}
+    s = tx.init(p)
+    for _ in range(5):
+        _, s = tx.update({"w": jnp.ones(2)}, s, p, value=jnp.float32(1.0))
+    assert int(s.num_skipped) == 0
+
+
 def test_skip_spikes_max_consecutive_skips_learns_a_lasting_change():
     values = [1.0 + 0.01 * np.sin(t) for t in range(40)] + [100.0 + np.cos(t) for t in range(60)]
     run = Stepper(gf.skip_spikes(gf.sgd(0.1), window=16, min_samples=8, max_consecutive_skips=3))

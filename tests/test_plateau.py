@@ -338,3 +338,11 @@ def test_reduce_on_plateau_eps_rule_over_a_long_plateau():
     assert want[-1] > 1e-7 and want[-1] == want[-100]  # the reductions stopped
     _, states = _run(gf.reduce_on_plateau(**kw), losses)  # the default eps is PyTorch's 1e-8
     np.testing.assert_allclose(states.scale, np_reduce_on_plateau(losses, **kw, eps=1e-8), rtol=1e-6)
+
+
+def test_restart_on_loss_cooldown_counts_steps_after_the_restart():
+    tx = gf.restart_on_loss(gf.linear_schedule(1.0, 0.0, 10), threshold=1.0, cooldown=1)
+    s = tx.init(jnp.zeros(1))
+    for loss in [2.0, 0.5, 2.0, 0.5]:  # a restart at step 1; one step of cooldown; another at step 3
+        _, s = tx.update(jnp.ones(1), s, value=jnp.float32(loss))
+    assert int(s.restarts) == 2

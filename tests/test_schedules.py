@@ -471,6 +471,14 @@ def test_warm_restarts_with_narrow_integer_steps_equal_int32_steps(dtype):
     np.testing.assert_allclose(jax.jit(schedule)(jnp.asarray(steps)), schedule(jnp.asarray(steps, jnp.int32)), rtol=1e-6)
 
 
+def test_inverse_sqrt_without_warmup_and_exponential_decay_at_rate_one():
+    t = jnp.arange(6)
+    np.testing.assert_allclose(gf.inverse_sqrt_schedule(1.0, warmup_steps=0)(t), 1 / np.sqrt(1 + np.arange(6)), rtol=1e-6)
+    # decay_rate 1 with an end_value: the end value is a floor, as in optax
+    schedule, theirs = gf.exponential_decay(1.0, 10, 1.0, end_value=0.5), optax.exponential_decay(1.0, 10, 1.0, end_value=0.5)
+    np.testing.assert_allclose(schedule(t), jax.vmap(theirs)(t), rtol=1e-6)
+
+
 def test_numpy_int64_steps_beyond_int32_do_not_wrap():
     schedule = gf.cosine_decay_schedule(0.1, 100)
     for step in (np.int64(2**31), np.int64(2**32 + 50), np.uint64(2**63)):

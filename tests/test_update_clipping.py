@@ -137,3 +137,25 @@ def test_bad_arguments_raise_value_error(kwargs, text):
     with pytest.raises(ValueError) as info:
         gf.clip_update_norm(**kwargs)
     assert text in str(info.value), str(info.value)
+
+
+def test_clipping_starts_once_exactly_min_history_norms_are_kept():
+    tx = gf.clip_update_norm(window=4, sigma_factor=1.0, min_history=4)
+    s = tx.init(jnp.zeros(1))
+    for g in [1.0, 2.0, 1.0, 2.0, 9.0]:  # four norms kept: mean 1.5 + 1·σ 0.5 = 2 bounds the fifth
+        u, s = tx.update(jnp.array([g]), s)
+    np.testing.assert_allclose(float(u[0]), 2.0, rtol=1e-6)
+    assert bool(s.clipped)
+
+
+def test_default_min_history_needs_two_norms_and_window_one_holds_to_the_last_norm():
+    tx = gf.clip_update_norm(window=2, sigma_factor=0.0)  # needs max(2, 2 // 2) = 2 norms
+    s = tx.init(jnp.zeros(1))
+    for g in [1.0, 5.0]:
+        u, s = tx.update(jnp.array([g]), s)
+    assert float(u[0]) == 5.0 and not bool(s.clipped)
+    tx = gf.clip_update_norm(window=1, sigma_factor=3.0)  # documented: the last norm + k·10⁻⁶
+    s = tx.init(jnp.zeros(1))
+    for g in [1.0, 5.0]:
+        u, s = tx.update(jnp.array([g]), s)
+    np.testing.assert_allclose(float(u[0]), 1 + 3e-6, rtol=1e-7)
