@@ -127,10 +127,6 @@ def _unzip(tree_of_tuples: Any, like: Any, n: int) -> tuple:
     return jax.tree.transpose(outer, inner, tree_of_tuples)
 
 
-def _cast_like(new: Any, old: Any) -> Any:
-    return jax.tree.map(lambda n, o: n.astype(o.dtype), new, old)
-
-
 def map_leaves(one: Any, updates: Any, states: tuple, n_extra: int = 0) -> tuple:
     """A block's per-leaf rule ``one(g, *s) -> (u, *new_s, *extra)`` over the trees, regrouped by tree.
 
@@ -138,8 +134,8 @@ def map_leaves(one: Any, updates: Any, states: tuple, n_extra: int = 0) -> tuple
     state tree cast back to the old one's dtypes, and the ``n_extra`` per-leaf statistics.
     """
     out = _unzip(jax.tree.map(one, updates, *states), updates, 1 + len(states) + n_extra)
-    new_states = tuple(_cast_like(new, old) for new, old in zip(out[1 : 1 + len(states)], states))
-    return _cast_like(out[0], updates), new_states, out[1 + len(states) :]
+    new_states = tuple(tree_lib.cast_like(new, old) for new, old in zip(out[1 : 1 + len(states)], states))
+    return tree_lib.cast_like(out[0], updates), new_states, out[1 + len(states) :]
 
 
 def update_moments(g: jnp.ndarray, m: jnp.ndarray, v: jnp.ndarray, b1: Any, b2: Any, cd: Any) -> tuple:

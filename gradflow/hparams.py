@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gradflow import tree as tree_lib
+
 Schedule = Callable[[Any], Any]
 ScalarOrSchedule = Union[float, int, Schedule]
 
@@ -150,9 +152,6 @@ def check_decay(fn: str, name: str, value: Any) -> None:
     check_range(fn, name, value, 0.0, 1.0, high_open=True)
 
 
-_INT32_MAX = int(np.iinfo(np.int32).max)
-
-
 def check_int(fn: str, name: str, value: Any, low: int, *, counted: bool = False) -> Any:
     """``value`` as an ``int``; ``ValueError`` unless it is an integer ≥ ``low``.
 
@@ -170,9 +169,10 @@ def check_int(fn: str, name: str, value: Any, low: int, *, counted: bool = False
         ok = False
     if not ok:
         raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}")
-    if counted and int(value) > _INT32_MAX:
+    if counted and int(value) > tree_lib.INT32_MAX:
         raise ValueError(
-            f"{fn}: {name} must be at most 2**31 - 1 = {_INT32_MAX} (an int32 step counter counts it), got {value!r}"
+            f"{fn}: {name} must be at most 2**31 - 1 = {tree_lib.INT32_MAX} (an int32 step counter counts it), "
+            f"got {value!r}"
         )
     return int(value)
 

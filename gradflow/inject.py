@@ -255,18 +255,14 @@ def _injected(
         # A factory that computes with the float32 value as it is (optax's do: b1·μ) would promote
         # bfloat16 updates and moments to float32; cast back, as gradflow's own transforms do.
         # For those it is a no-op.
-        updates = jax.tree.map(lambda u, g: u.astype(g.dtype), new_updates, updates)
-        inner_state = jax.tree.map(_cast_like_leaf, inner_state, state.inner_state)
+        updates = tree_lib.cast_like(new_updates, updates)
+        inner_state = tree_lib.cast_like(inner_state, state.inner_state)
         count = tree_lib.safe_increment(state.count)
         new_hp = {k: hp[k] for k in numeric}
         new_hp.update(values_at(count, dtypes))
         return updates, state_type(count=count, hyperparams=new_hp, inner_state=inner_state)
 
     return GradientTransformation(init_fn, update_fn)
-
-
-def _cast_like_leaf(new: Any, old: Any) -> Any:
-    return new.astype(old.dtype) if hasattr(new, "astype") and hasattr(old, "dtype") else new
 
 
 def _is_inject_state(x: Any) -> bool:

@@ -268,6 +268,11 @@ def signed_zeros_like(tree: Any, dtype: Any = None) -> Any:
     return jax.tree.map(zeros, tree)
 
 
+def cast_like(new: Any, old: Any) -> Any:
+    """Each array leaf of ``new`` in the dtype of ``old``'s leaf at the same place (other leaves as they are)."""
+    return jax.tree.map(lambda n, o: n.astype(o.dtype) if hasattr(n, "astype") and hasattr(o, "dtype") else n, new, old)
+
+
 def full_like(tree: Any, value: float, dtype: Any = None) -> Any:
     """``value`` broadcast to the shape of every leaf of ``tree``."""
     return jax.tree.map(lambda p: jnp.full(leaf_shape(p), value, dtype or _leaf_dtype(p)), tree)
