@@ -415,6 +415,8 @@ def test_stats_names_are_readable():
     for k in ("num_skipped", "num_not_finite", "num_loss_spikes", "num_grad_norm_spikes", "loss_median",
               "grad_norm_median", "skipped", "grad_norm", "loss"):
         assert f"protect/{k}" in keys, sorted(keys)
+    # the keys the README names
+    assert {"protect/spike_rate", "protect/clip_relative_update/num_clipped"} <= keys, sorted(keys)
 
 
 def test_fresh_state_can_be_donated():
