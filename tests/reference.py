@@ -114,11 +114,13 @@ def rmsprop(params: dict, grads: list[dict], lr, decay: float = 0.9, eps: float 
 
 
 def adam(params: dict, grads: list[dict], lr, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-         bias_correction: bool = True, weight_decay=0.0) -> list[dict]:
+         bias_correction: bool = True, weight_decay=0.0, nesterov: bool = False) -> list[dict]:
     """Kingma & Ba 2014, Algorithm 1: m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²;
     m̂ = m/(1−β₁ᵏ), v̂ = v/(1−β₂ᵏ) (k = t+1); θ ← θ − α·m̂/(√v̂ + ε).
     Document 001 §3.2(6) (bias_correction=False): θ ← θ − α·m/(√v + ε).
-    Decoupled weight decay (Loshchilov & Hutter): θ ← θ − α·(m̂/(√v̂ + ε) + λθ)."""
+    Decoupled weight decay (Loshchilov & Hutter): θ ← θ − α·(m̂/(√v̂ + ε) + λθ).
+    Nesterov (Dozat 2016, as optax writes NAdam): m̂ = β₁m/(1−β₁ᵏ⁺¹) + (1−β₁)g/(1−β₁ᵏ),
+    or β₁m + (1−β₁)g without bias correction."""
     theta = _start(params)
     m = {k: np.zeros_like(x) for k, x in theta.items()}
     v = {k: np.zeros_like(x) for k, x in theta.items()}
@@ -129,10 +131,9 @@ def adam(params: dict, grads: list[dict], lr, b1: float = 0.9, b2: float = 0.999
             gk = np.asarray(g[k], np.float64)
             m[k] = b1 * m[k] + (1.0 - b1) * gk
             v[k] = b2 * v[k] + (1.0 - b2) * gk ** 2
-            if bias_correction:
-                m_hat, v_hat = m[k] / (1.0 - b1 ** step), v[k] / (1.0 - b2 ** step)
-            else:
-                m_hat, v_hat = m[k], v[k]
+            c1, c1_next, c2 = (1.0 - b1 ** step, 1.0 - b1 ** (step + 1), 1.0 - b2 ** step) if bias_correction else (1, 1, 1)
+            m_hat = b1 * m[k] / c1_next + (1.0 - b1) * gk / c1 if nesterov else m[k] / c1
+            v_hat = v[k] / c2
             theta[k] = theta[k] - alpha * (m_hat / (np.sqrt(v_hat) + eps) + lam * theta[k])
         out.append(_snapshot(theta))
     return out

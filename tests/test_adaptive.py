@@ -76,6 +76,11 @@ EQUATION_CASES = {
         lambda: gf.adam(0.01, b1=0.8, b2=0.99, eps=1e-7, bias_correction=False),
         lambda p, g: reference.adam(p, g, 0.01, b1=0.8, b2=0.99, eps=1e-7, bias_correction=False),
     ),
+    "nadam": (lambda: gf.adam(0.01, nesterov=True), lambda p, g: reference.adam(p, g, 0.01, nesterov=True)),
+    "nadam-no-bias-correction": (
+        lambda: gf.adam(0.01, b1=0.8, nesterov=True, bias_correction=False),
+        lambda p, g: reference.adam(p, g, 0.01, b1=0.8, nesterov=True, bias_correction=False),
+    ),
     "adam-schedule": (lambda: gf.adam(_jnp_schedule), lambda p, g: reference.adam(p, g, _np_schedule)),
     "amsgrad-pytorch-form": (
         lambda: gf.amsgrad(0.01, b2=0.99),
@@ -166,16 +171,17 @@ def test_adagrad_lr_decay_uses_pytorch_step_convention():
     np.testing.assert_allclose(rates, [1.0, 1.0 / 1.5, 1.0 / 2.0], rtol=1e-5)
 
 
-def test_rmsprop_centered_never_takes_the_root_of_a_negative():
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_rmsprop_centered_never_takes_the_root_of_a_negative(bias_correction):
     # A constant gradient makes v − m² vanish; rounding must not turn it into NaN.
-    params = {"w": jnp.zeros(8)}
-    tx = gf.rmsprop(0.01, centered=True, eps=1e-8)
+    params = {"w": jnp.zeros(64)}
+    tx = gf.rmsprop(0.01, centered=True, eps=1e-8, bias_correction=bias_correction)
     state = tx.init(params)
     step = jax.jit(tx.update)
-    g = {"w": jnp.full(8, 0.3)}
+    g = {"w": jnp.linspace(0.01, 10.0, 64)}  # many constants: some round v − m² below 0
     for _ in range(400):
         u, state = step(g, state, params)
-    chex.assert_tree_all_finite(u)
+        chex.assert_tree_all_finite(u)
 
 
 def test_amsgrad_keeps_the_maximum_of_the_raw_second_moment():
@@ -198,6 +204,19 @@ def test_adam_bias_correction_is_accurate_in_float32():
     tx = gf.scale_by_adam(b1=0.0, b2=0.999, eps=0.0)
     u, _ = tx.update({"w": jnp.float32(3.0)}, tx.init(params))
     assert abs(float(u["w"]) - 1.0) < 2e-7  # 1 − float32(0.999) would be off by 6e-6 here
+
+
+@pytest.mark.parametrize("beta", [0.999, 0.9999])
+def test_bias_correction_keeps_its_digits_over_many_steps(beta):
+    # 1 − βᵏ formed as 1 − pow(β, k) in float32 loses ~5 digits to cancellation for β near 1
+    # (6.7e-6 relative at β = 0.999, 1e-4 at 0.9999); −expm1(k·log1p(−(1 − β))) keeps them.
+    from gradflow.adaptive import _bias_correction
+
+    k = np.arange(1, 201)
+    b = np.float64(np.float32(beta))  # β as the float32 step holds it
+    exact = -np.expm1(k * np.log1p(-(1 - b)))
+    got = np.asarray(_bias_correction(beta, jnp.asarray(k, jnp.float32)), np.float64)
+    np.testing.assert_allclose(got, exact, rtol=1e-6)
 
 
 def test_adamw_mask_leaves_unmasked_leaves_undecayed():
