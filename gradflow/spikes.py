@@ -115,12 +115,12 @@ def scale_by_adam_atan2(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
+        tree_lib.check_same_shapes(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
         scalars = adam_scalars(fn, b1, b2, 0.0, 0.0, True, count)
 
         def one(g, m, v):
-            cd = compute_dtype(g.dtype)
+            cd = compute_dtype(g.dtype, m, v)
             beta1, beta2, _, _, c1, c2, _ = scalars(cd)
             a_, b_ = hparams.as_scalar(a, cd), hparams.as_scalar(b, cd)
             _, m, v = update_moments(g, m, v, beta1, beta2, cd)
@@ -261,13 +261,13 @@ def scale_by_stable_adam(
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
+        tree_lib.check_same_shapes(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
         scalars = adam_scalars(fn, b1, b2, eps, 0.0, True, count)
         sd = state.max_rms.dtype
 
         def one(g, m, v):
-            cd = compute_dtype(g.dtype)
+            cd = compute_dtype(g.dtype, m, v)
             beta1, beta2, e, _, c1, c2, _ = scalars(cd)
             rd = jnp.finfo(cd).dtype  # the real dtype of the RMS (cd itself for real leaves)
             d, e_r = hparams.as_scalar(clip_threshold, rd), hparams.as_scalar(eps, rd)
@@ -392,8 +392,11 @@ def scale_by_spam(
     1. reset: when k is a multiple of ΔT, m ← 0 and v ← 0 (k itself, which the bias
        corrections use, is not reset);
     2. spike-aware clipping against the *previous* v: where g² > θ·v, g ← sign(g)·√(θ·v);
-       only from k ≥ N on and, with resets, where k mod ΔT ≥ N (so never against a v
-       just reset to 0);
+       only from k ≥ N on and, with resets, where k mod ΔT ≥ N, and only where v > 0
+       (the authors' code also clips where v = 0, which sets g to 0 there and keeps v at 0:
+       with N = 0, with N = 1 and no resets, or for a coordinate whose gradients were all 0
+       until clipping began, it stops those coordinates until the next reset, or for good
+       without resets; where v > 0 the two agree);
     3. m ← β₁·m + (1 − β₁)·g,  v ← β₂·v + (1 − β₂)·g²;
     4. u = s_k·√(1 − β₂ᵏ)/(1 − β₁ᵏ)·m/(√v + ε), where the warm-up factor is
        s_k = 1 − 0.99·(1 + cos(π·c/(W + 1)))/2 for the c-th update since the last reset
@@ -464,13 +467,14 @@ def scale_by_spam(
         if clip_by_v:
             theta = hparams.as_scalar(threshold, rd)
             limit = jnp.real(v) * theta
-            mask = clip_on & (theta != 0) & (tree_lib.abs_sq(gc) > limit)  # an injected θ = 0 clips nothing
+            # An injected θ = 0 clips nothing; nor does a v = 0, which has seen no gradient to measure a spike by.
+            mask = clip_on & (theta != 0) & (limit > 0) & (tree_lib.abs_sq(gc) > limit)
             return jnp.where(mask, jnp.sign(gc) * jnp.sqrt(limit), gc), mask, big_ema
         return gc, None, big_ema
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        tree_lib.check_same_structure(fn, updates, state.nu, "second moment")
+        tree_lib.check_same_shapes(fn, updates, state.nu, "second moment")
         count = tree_lib.safe_increment(state.count)
         sd = state.warmup_scale.dtype
         reset, scale, clip_on, j = _spam_phase(count, reset_interval, warmup_steps, clip_start, sd)
@@ -478,7 +482,7 @@ def scale_by_spam(
         adaptive = _per_dtype_bias(max_decay, j) if adaptive_clip else None
 
         def one(g, m, v, big_ema=None):
-            cd = compute_dtype(g.dtype)
+            cd = compute_dtype(g.dtype, m, v)
             beta1, beta2, e, _, c1, c2, _ = scalars(cd)
             zero = jnp.zeros((), cd)
             m = jnp.where(reset, zero, m.astype(cd))

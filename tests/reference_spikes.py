@@ -102,7 +102,8 @@ def spam(
 
     1. if k is a multiple of ΔT: m ← 0, v ← 0 (the step counter of the bias corrections is not reset);
     2. spike-aware clipping against the previous v, from step N = ``clip_start`` on and, when ΔT > 0,
-       only where k mod ΔT ≥ N: where g² > θ·v, g ← sign(g)·√(θ·v);
+       only where k mod ΔT ≥ N: where g² > θ·v and v > 0, g ← sign(g)·√(θ·v) (the code clips
+       where v = 0 too, setting g to 0 there);
     3. m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g²;
     4. θ ← θ − α·s_k·√(1−β₂ᵏ)/(1−β₁ᵏ)·m/(√v + ε) − α·λ·θ, with s_k the cosine warm-up factor
        of :func:`spam_warmup_scale` at c = k − (last reset step), 1 before the first reset.
@@ -140,7 +141,7 @@ def spam(
                     gk[mask] = gk[mask] / big * bound
                 n_clip += int(mask.sum())
             elif threshold != 0 and k_ >= clip_start and (reset_interval == 0 or k_ % reset_interval >= clip_start):
-                mask = gk * gk > threshold * v[k]
+                mask = (gk * gk > threshold * v[k]) & (v[k] > 0)
                 gk[mask] = np.sign(gk[mask]) * np.sqrt(threshold * v[k][mask])
                 n_clip += int(mask.sum())
             m[k] = b1 * m[k] + (1 - b1) * gk

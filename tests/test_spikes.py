@@ -364,3 +364,52 @@ def test_spam_empty_complex_and_shapes_only():
         chex.assert_tree_all_finite(u)
         shapes = jax.eval_shape(tx.init, jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), params))
         chex.assert_trees_all_equal_shapes_and_dtypes(shapes, s)
+
+
+@pytest.mark.parametrize("clip_start,reset_interval", [(0, 500), (0, 0), (1, 0), (1, 500)])
+def test_spam_never_clips_against_an_empty_v(clip_start, reset_interval):
+    # Clipping against v = 0 would set every nonzero g to 0 and keep v at 0: training stops.
+    params = {"w": jnp.zeros(64, jnp.float32)}
+    tx = gf.spam(0.01, threshold=5.0, clip_start=clip_start, reset_interval=reset_interval)
+    s = tx.init(params)
+    rng = np.random.default_rng(0)
+    p = params
+    for _ in range(30):
+        u, s = tx.update({"w": jnp.asarray(rng.standard_normal(64), jnp.float32)}, s, p)
+        p = optax.apply_updates(p, u)
+    assert float(jnp.max(jnp.abs(p["w"]))) > 0.05  # it trains (each step moves up to ~0.01)
+
+
+def test_spam_coordinate_that_starts_at_zero_is_not_frozen():
+    # Without resets, a coordinate whose gradient is 0 until clipping starts has v = 0 then.
+    params = {"w": jnp.zeros(2, jnp.float32)}
+    tx = gf.scale_by_spam(threshold=5.0, clip_start=3, reset_interval=0)
+    s = tx.init(params)
+    for k in range(1, 50):
+        g = jnp.asarray([1.0, 1.0 if k > 2 else 0.0], jnp.float32)
+        u, s = tx.update({"w": g}, s)
+    np.testing.assert_allclose(u["w"][1], u["w"][0], rtol=0.2)  # both ~1 (Adam's step on a constant g)
+    assert float(s.nu["w"][1]) > 0
+
+
+@pytest.mark.parametrize("make", [gf.scale_by_adam_atan2, gf.scale_by_stable_adam, gf.scale_by_spam])
+def test_spike_blocks_refuse_a_gradient_of_another_shape(make):
+    tx = make()
+    s = tx.init({"w": jnp.zeros(3)})
+    with pytest.raises(ValueError, match=r"updates leaf \['w'\] has shape \(3, 1\)"):
+        tx.update({"w": jnp.ones((3, 1))}, s)
+
+
+@pytest.mark.parametrize("make", [gf.scale_by_adam_atan2, gf.scale_by_stable_adam, gf.scale_by_spam])
+def test_spike_blocks_form_float64_moments_in_float64(make, x64):
+    # float64 moments for float32 gradients are formed in float64 (as scale_by_adam's), not float32-exact.
+    tx = make(mu_dtype=jnp.float64, nu_dtype=jnp.float64)
+    s = tx.init({"w": jnp.zeros(4, jnp.float32)})
+    g = jnp.asarray([0.1, 0.3, 1.7, 3.3], jnp.float32)
+    _, s = tx.update({"w": g}, s)
+    _, s = tx.update({"w": g}, s)
+    g64 = np.asarray(g, np.float64)
+    b2 = 0.999 if make is gf.scale_by_spam else 0.99
+    want = (1 - b2) * g64**2 * b2 + (1 - b2) * g64**2
+    assert s.nu["w"].dtype == jnp.float64
+    np.testing.assert_allclose(np.asarray(s.nu["w"]), want, rtol=1e-13)
