@@ -204,3 +204,81 @@ def test_bfloat16_mismatch_names_the_dtypes(tmp_path):
     with pytest.raises(ValueError, match=r"bfloat16\[3\] in the file, float32\[3\]") as info:
         load_state(tmp_path / "s.npz", like32)
     assert "V2" not in str(info.value)
+
+
+def _key_data_or_array(x):
+    return jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+
+
+def test_typed_prng_keys_round_trip_and_the_run_resumes_bit_for_bit(tmp_path):
+    # optax.add_noise keeps a typed key (jax.random.key) in its state.
+    import optax
+
+    params = {"w": jnp.arange(3.0), "b": jnp.ones(2, jnp.bfloat16)}
+    grads = jax.tree.map(jnp.ones_like, params)
+    tx = optax.chain(optax.add_noise(0.1, 0.55, 0), gf.sgd(0.1))
+    step = _step_fn(tx)
+    params, state = step(params, tx.init(params), grads)
+    save_state(tmp_path / "s.npz", state)
+    back = load_state(tmp_path / "s.npz", jax.eval_shape(tx.init, params))
+    assert jax.tree.map(lambda x: x.dtype, back) == jax.tree.map(lambda x: x.dtype, state)
+    _assert_bitwise(jax.tree.map(_key_data_or_array, back), jax.tree.map(_key_data_or_array, state), "add_noise ")
+    want, got = step(params, state, grads), step(params, back, grads)
+    _assert_bitwise(jax.tree.map(_key_data_or_array, got), jax.tree.map(_key_data_or_array, want), "next step ")
+    assert not np.array_equal(np.asarray(want[0]["w"]), np.asarray(params["w"]))
+
+    # Another implementation comes back as itself, and a template of another kind of leaf is refused.
+    rbg = {"k": jax.random.split(jax.random.key(1, impl="rbg"), 3)}
+    save_state(tmp_path / "rbg", rbg)
+    back = load_state(tmp_path / "rbg", rbg)
+    assert back["k"].dtype == rbg["k"].dtype and back["k"].shape == (3,)
+    np.testing.assert_array_equal(jax.random.key_data(back["k"]), jax.random.key_data(rbg["k"]))
+    with pytest.raises(ValueError, match=r"key<rbg>\[3\] in the file, key<fry>\[3\] in `like`"):
+        load_state(tmp_path / "rbg", {"k": jax.random.split(jax.random.key(1), 3)})
+    with pytest.raises(ValueError, match=r"key<rbg>\[3\] in the file, uint32\[3, 4\] in `like`"):
+        load_state(tmp_path / "rbg", {"k": jax.random.key_data(rbg["k"])})
+
+
+def test_load_state_reads_the_file_save_state_wrote(tmp_path):
+    # save_state("x") writes x.npz; load_state("x") reads x.npz even when something else is named x.
+    (tmp_path / "step_1000").mkdir()  # e.g. an orbax checkpoint directory of the same name
+    save_state(tmp_path / "step_1000", {"a": jnp.full(2, 3.0)})
+    np.testing.assert_array_equal(load_state(tmp_path / "step_1000", {"a": jnp.ones(2)})["a"], [3.0, 3.0])
+    with open(tmp_path / "opt_state", "wb") as f:  # a stale checkpoint written through a file object
+        np.savez(f, **{"['a']": np.zeros(2, np.float32)})
+    save_state(tmp_path / "opt_state", {"a": jnp.full(2, 7.0)})
+    np.testing.assert_array_equal(load_state(tmp_path / "opt_state", {"a": jnp.ones(2)})["a"], [7.0, 7.0])
+    np.testing.assert_array_equal(load_state(str(tmp_path / "opt_state.npz"), {"a": jnp.ones(2)})["a"], [7.0, 7.0])
+
+
+def _sharded_round_trip(directory: str) -> None:
+    """Run on 8 CPU devices: load_state puts every leaf with its template's sharding."""
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    assert jax.device_count() == 8, jax.devices()
+    mesh = Mesh(np.array(jax.devices()).reshape(2, 4), ("data", "model"))
+    kernel = jax.device_put(jnp.arange(64.0 * 32).reshape(64, 32), NamedSharding(mesh, P("data", "model")))
+    params = {"kernel": kernel, "bias": jax.device_put(jnp.ones(32), NamedSharding(mesh, P("model")))}
+    tx = gf.adam(1e-3)
+    state = jax.jit(tx.update)(jax.tree.map(jnp.ones_like, params), gf.init_sharded(tx, params), params)[1]
+    save_state(os.path.join(directory, "s"), state)
+    abstract = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, gf.state_sharding(tx, params)
+    )
+    for name, like in {"the state": state, "ShapeDtypeStructs": abstract}.items():
+        back = load_state(os.path.join(directory, "s"), like)
+        for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(back), jax.tree.leaves(state)):
+            where = f"like={name}, leaf {jax.tree_util.keystr(path)}"
+            assert got.sharding.is_equivalent_to(want.sharding, want.ndim), f"{where}: {got.sharding}"
+            assert np.asarray(got).tobytes() == np.asarray(want).tobytes(), where
+        assert back[0].mu["kernel"].addressable_shards[0].data.shape == (32, 8)
+
+
+def test_load_state_puts_leaves_with_the_templates_shardings(tmp_path):
+    # 8 CPU devices need XLA_FLAGS before jax starts, hence a subprocess (as in tests/test_sharding.py).
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    code = f"from tests.test_checkpoint import _sharded_round_trip; _sharded_round_trip({str(tmp_path)!r})"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
