@@ -83,9 +83,13 @@ def _number(fn: str, name: str, value: Any, schedule: bool = False) -> float | N
             value = float(value)  # numpy / 0-d jax scalars
         except (TypeError, ValueError):
             raise ValueError(f"{fn}: {name} must be a number or a schedule, got {value!r}") from None
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond float64's range (10**400)
+        raise ValueError(f"{fn}: {name} must be a number within float64's range, got {value!r}") from None
     if math.isnan(value):
         raise ValueError(f"{fn}: {name} must not be NaN, got {value!r}")
-    return float(value)
+    return value
 
 
 def static_number(value: Any) -> float | None:

@@ -335,6 +335,27 @@ def test_adam_mu_dtype_is_honoured(mu_dtype):
     np.testing.assert_allclose(state[0].mu["w"], 0.1 / 3.0, rtol=1e-2 if mu_dtype == jnp.bfloat16 else 1e-6)
 
 
+@pytest.mark.parametrize(
+    "make, fields",
+    [
+        (lambda: gf.scale_by_adam(nu_dtype=jnp.float32), ("nu",)),
+        (lambda: gf.scale_by_amsgrad(nu_dtype=jnp.float32), ("nu", "nu_max")),
+        (lambda: gf.scale_by_adam_atan2(nu_dtype=jnp.float32), ("nu",)),
+        (lambda: gf.scale_by_stable_adam(nu_dtype=jnp.float32), ("nu",)),
+        (lambda: gf.scale_by_spam(nu_dtype=jnp.float32), ("nu",)),
+    ],
+)
+def test_nu_dtype_holds_every_second_moment_buffer(make, fields):
+    # With float16 parameters v must live in float32 (see scale_by_adam's nu_dtype), all of it.
+    params = {"w": jnp.ones(4, jnp.float16)}
+    tx = make()
+    state = tx.init(params)
+    u, state = jax.jit(tx.update)({"w": jnp.full(4, 1e-3, jnp.float16)}, state)
+    assert u["w"].dtype == jnp.float16
+    for f in fields:
+        assert getattr(state, f)["w"].dtype == jnp.float32, f
+
+
 @pytest.mark.parametrize("mu_dtype", [jnp.bfloat16, jnp.float32])
 def test_lamb_mu_dtype_is_honoured(mu_dtype):
     params = {"w": jnp.ones(4, jnp.float32)}

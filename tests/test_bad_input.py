@@ -117,6 +117,22 @@ def test_row_nan_hyperparameter(fn, call):
 
 
 @pytest.mark.parametrize(
+    "call, name",
+    [
+        (lambda: gf.adam(10**400), "adam: learning_rate"),
+        (lambda: gf.adam_atan2(0.1, a=10**400), "adam_atan2: a"),
+        (lambda: gf.spam(0.1, threshold=10**400), "spam: threshold"),
+        (lambda: gf.clip_relative_update(0.1, 10**400), "clip_relative_update: min_weight_rms"),
+        (lambda: gf.clip_by_global_norm(10**400), "clip_by_global_norm: max_norm"),
+    ],
+    ids=["adam", "adam_atan2", "spam", "clip_relative_update", "clip_by_global_norm"],
+)
+def test_row_number_beyond_float64(call, name):
+    with pytest.raises(ValueError, match=rf"^{name} must be a number within float64's range, got 1000"):
+        call()
+
+
+@pytest.mark.parametrize(
     "call",
     [lambda: gf.adam("0.1"), lambda: gf.sgd([0.1]), lambda: gf.clip_by_norm("big"), lambda: gf.trace(None)],
     ids=["adam", "sgd", "clip_by_norm", "trace"],

@@ -162,6 +162,10 @@ OPTAX_EQUIVALENTS = {
     ),
     "adam-nesterov": (lambda: gf.adam(0.01, nesterov=True), lambda: optax.adam(0.01, nesterov=True)),
     "amsgrad": (lambda: gf.amsgrad(0.01, max_of_debiased=True), lambda: optax.amsgrad(0.01)),
+    "amsgrad-eps_root": (
+        lambda: gf.amsgrad(0.01, eps=1e-6, eps_root=1e-4, max_of_debiased=True),
+        lambda: optax.amsgrad(0.01, eps=1e-6, eps_root=1e-4),
+    ),
     "amsgrad-no-bias-correction": (
         lambda: gf.amsgrad(0.01, bias_correction=False),
         lambda: optax.amsgrad(0.01, bias_correction_mu=False, bias_correction_nu=False),
