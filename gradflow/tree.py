@@ -137,9 +137,10 @@ def global_norm(tree: Any, axis_name: Any = None) -> jnp.ndarray:
     Under ``jax.jit`` with sharded inputs the sums are global already (XLA
     inserts the all-reduce). Inside ``shard_map``, where each call sees only its
     shard, pass the mesh axis (or tuple of axes) the leaves are split over as
-    ``axis_name``: the partial sums are then ``psum``-ed across it.
+    ``axis_name``: the partial sums are then ``psum``-ed across it. Python numbers
+    are 0-d leaves, as in ``optax.global_norm``.
     """
-    leaves = jax.tree.leaves(tree)
+    leaves = jax.tree.leaves(as_arrays(tree))
     if not leaves:
         return jnp.zeros((), jnp.float32)
     sums = _partial_sums(leaves)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import gradflow as gf
@@ -46,6 +47,11 @@ def test_global_norm_equals_numpy(jit):
     got = (jax.jit(gf.global_norm) if jit else gf.global_norm)(leaves)
     np.testing.assert_allclose(float(got), want, rtol=2e-6)
     assert got.dtype == jnp.float32
+
+
+def test_global_norm_takes_python_numbers_as_optax_does():
+    tree = {"w": jnp.array([3.0]), "scale": 4.0, "n": 0}
+    assert float(gf.global_norm(tree)) == float(optax.tree.norm(tree)) == 5.0
 
 
 def test_global_norm_of_float64_leaves_accumulates_in_float64():
