@@ -37,7 +37,7 @@ class ProtectState(NamedTuple):
     num_loss_spikes: jnp.ndarray  # int32 scalar: steps whose loss was judged a spike
     num_grad_norm_spikes: jnp.ndarray  # int32 scalar: steps whose gradient norm was judged a spike
     num_clipped: jnp.ndarray  # int32 scalar: gradients clipped against their history so far
-    num_consecutive_skips: jnp.ndarray  # int32 scalar: steps skipped in a row
+    num_consecutive_skips: jnp.ndarray  # int32 scalar: spike-skips since the last accepted step
     spike_rate: jnp.ndarray  # float scalar: exponential average (over ~128 steps) of the steps judged spikes
     num_recorded: jnp.ndarray  # int32 scalar: accepted steps recorded in the windows (past 2³¹−1 it cycles below it)
     loss_history: jnp.ndarray  # (window,) float: ring buffer of the last accepted losses
@@ -127,7 +127,11 @@ def _new_state(state, judged: _Verdict, loss, norm, finite, clipped, new_inner, 
         num_loss_spikes=count_if(judged.loss_spike, state.num_loss_spikes),
         num_grad_norm_spikes=count_if(judged.norm_spike, state.num_grad_norm_spikes),
         num_clipped=count_if(clipped & accept, state.num_clipped),
-        num_consecutive_skips=jnp.where(judged.spike, inc(state.num_consecutive_skips), jnp.zeros((), jnp.int32)),
+        # A non-finite skip between spike-skips neither counts nor breaks the row; an accepted step ends it.
+        num_consecutive_skips=jnp.where(
+            judged.spike, inc(state.num_consecutive_skips),
+            jnp.where(judged.skipped, state.num_consecutive_skips, jnp.zeros((), jnp.int32)),
+        ),
         spike_rate=state.spike_rate + (judged.judged_spike.astype(state.spike_rate.dtype) - state.spike_rate) / _RATE_STEPS,
         num_recorded=jnp.where(record, tree_lib.ring_increment(state.num_recorded, size), state.num_recorded),
         loss_history=loss_history, grad_norm_history=norm_history,
@@ -161,8 +165,8 @@ def protect(
     for each watched statistic x ∈ {ℓ, ‖g‖} the median m_x and σ̂_x = 1.4826·MAD_x
     of its last ``window`` values from *accepted* steps (n of them):
 
-      not finite:  ℓ_t or ‖g_t‖ is NaN/±inf (a NaN/±inf in g_t, or a norm
-                   that overflows the gradient's dtype)                   → skip;
+      not finite:  ℓ_t or ‖g_t‖ is NaN/±inf (a NaN/±inf in g_t, or a norm that
+                   overflows its float32 (float64) accumulation)          → skip;
       spike_x:     n ≥ min_samples and x_t − m_x > max(k·σ̂_x, ρ·|m_x|);
       "either":    skip when spike_ℓ or spike_‖g‖ (OLMo's skip-step rule);
       "both":      skip when spike_ℓ and spike_‖g‖;
@@ -180,7 +184,8 @@ def protect(
     windows, so a spike cannot widen the band for the next one. After
     ``max_consecutive_skips`` spike-skips in a row the next finite step is let
     through and recorded, so a lasting change of scale is learned instead of
-    freezing training (non-finite steps are always skipped). Likewise, while
+    freezing training (non-finite steps are always skipped; between spike-skips
+    they neither count nor break the row). Likewise, while
     more than ``max_spike_rate`` of recent steps (an average over about 128) were
     judged spikes, the spikes are the run's own heavy tail rather than accidents,
     and they are let through and recorded. When nothing fires
@@ -281,7 +286,8 @@ def protect(
     Args:
       inner: the optimizer to protect (a whole chain, gradflow's or optax's).
       skip_not_finite: skip steps whose gradient norm (or loss) is NaN or ±inf:
-        a NaN/±inf element, or finite elements whose norm overflows.
+        a NaN/±inf element, or finite elements whose norm overflows float32 (float64 for
+        float64 leaves; a float16 gradient whose norm is past float16's range is finite).
       watch_loss: judge the loss; ``update`` then needs ``value=loss``.
       watch_grad_norm: judge the global gradient norm.
       spike_rule: ``"either"`` skips when any watched statistic spikes, ``"both"``

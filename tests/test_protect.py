@@ -238,6 +238,20 @@ def test_max_consecutive_skips_lets_a_lasting_change_through():
     assert flags[:4] == [True, True, True, False]
 
 
+def test_max_consecutive_skips_counts_through_non_finite_steps():
+    # A NaN step between the spikes of a lasting change must not restart the count (it froze training).
+    tx = gf.protect(gf.sgd(0.1), max_consecutive_skips=2, max_spike_rate=None, max_update_ratio=None)
+    params = jnp.ones(4)
+    state = tx.init(params)
+    for t in range(8):
+        _, state = tx.update(jnp.full(4, 1.0 + 0.01 * t), state, params, value=jnp.float32(1.0 + 0.01 * t))
+    rows = []
+    for f in [100.0, np.nan] * 4:
+        _, state = tx.update(jnp.full(4, f), state, params, value=jnp.float32(f))
+        rows.append((bool(state.skipped), int(state.num_consecutive_skips)))
+    assert rows[:6] == [(True, 1), (True, 1), (True, 2), (True, 2), (False, 0), (True, 0)]
+
+
 def _spiky_run(tx, every, steps=240):
     """protect's skips over a run whose loss and gradient are ×30 on every ``every``-th step from step 20."""
     params = jax.tree.map(jnp.asarray, PARAMS)
