@@ -208,6 +208,14 @@ def _scalar(x: Any) -> Any:
     return x if jnp.issubdtype(dt, jnp.number) else None
 
 
+def _sorted_keys(node: dict) -> list:
+    """``node``'s keys as JAX orders a dict's children: sorted (insertion order where they do not sort)."""
+    try:
+        return sorted(node)
+    except TypeError:
+        return list(node)
+
+
 def _walk(node: Any, path_s: tuple, path_l: tuple, entries: list) -> None:
     """Append (short path, long path, scalar) for every scalar below ``node``.
 
@@ -228,8 +236,9 @@ def _walk(node: Any, path_s: tuple, path_l: tuple, entries: list) -> None:
         for i, child in enumerate(node):
             _walk(child, path_s, path_l + (str(i),), entries)
     elif isinstance(node, dict):
-        for k, child in node.items():
-            _walk(child, path_s + (str(k),), path_l + (str(k),), entries)
+        # In JAX's order (sorted keys), which jit keeps: insertion order changes when a state passes through jit.
+        for k in _sorted_keys(node):
+            _walk(node[k], path_s + (str(k),), path_l + (str(k),), entries)
     else:
         children, _ = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
         if len(children) == 1 and children[0][0] == ():

@@ -151,6 +151,17 @@ def test_stats_of_optax_and_nested_dict_states():
     assert "encoder/adagc/gamma/a" in st and "encoder/adagc/gamma/b/c" in st and "n" in st and "v" not in st
 
 
+def test_stats_keys_keep_their_order_through_jit():
+    # A dict comes back from jit with sorted keys; a logger writing columns by dict order must see one order.
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.1)
+    s = tx.init(PARAMS)
+    _, jitted = jax.jit(tx.update)(_grads(), s, PARAMS)
+    assert list(gf.stats(s)) == list(gf.stats(jitted))
+    # and that order is the state's leaves' order
+    leaves = [x for x in jax.tree.leaves(s) if np.ndim(x) == 0]
+    assert [float(v) for v in gf.stats(s).values()] == [float(x) for x in leaves]
+
+
 def test_stats_can_be_logged_from_inside_jit():
     tx = gf.chain(gf.skip_spikes(gf.sgd(0.1), window=4, min_samples=2), gf.monitor())
     logged = []
