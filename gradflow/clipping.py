@@ -765,7 +765,7 @@ def clip_update_norm(
       2.0
     """
     fn = "clip_update_norm"
-    hparams.check_int(fn, "window", window, 1)
+    hparams.check_int(fn, "window", window, 1, counted=True)
     hparams.check_non_negative(fn, "sigma_factor", sigma_factor)
     size = int(window)
     if min_history is None:

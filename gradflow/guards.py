@@ -181,7 +181,7 @@ def apply_if_finite(
 
 def check_window(fn: str, window: Any, min_samples: Any, max_consecutive_skips: Any) -> None:
     """The checks shared by the guards that judge a value against a window of accepted ones."""
-    hparams.check_int(fn, "window", window, 2)
+    hparams.check_int(fn, "window", window, 2, counted=True)
     hparams.check_int(fn, "min_samples", min_samples, 2)
     if int(min_samples) > int(window):
         raise ValueError(f"{fn}: min_samples must be <= window ({window!r}), got {min_samples!r}")

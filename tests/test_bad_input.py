@@ -198,6 +198,18 @@ def test_row_step_count_beyond_int32(build):
 
 
 @pytest.mark.parametrize(
+    "build",
+    [lambda n: gf.protect(gf.sgd(0.1), window=n), lambda n: gf.skip_spikes(gf.sgd(0.1), window=n),
+     lambda n: gf.clip_update_norm(window=n)],
+    ids=["protect", "skip_spikes", "clip_update_norm"],
+)
+def test_row_step_count_beyond_int32_window(build):
+    # A window is indexed by an int32 ring counter (10**12 failed at init, allocating).
+    with pytest.raises(ValueError, match=r"window must be at most 2\*\*31 - 1 = 2147483647 .*got 1000000000000"):
+        build(10**12)
+
+
+@pytest.mark.parametrize(
     "call, message",
     [
         (lambda: gf.adam(0.1, mu_dtype=jnp.int32), "adam: mu_dtype must be None or a floating-point"),
