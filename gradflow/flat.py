@@ -188,8 +188,8 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
     updates must have the parameters' dtypes. Small leaves are never sharded
     ones: a small leaf whose sharding splits it over devices is refused (pass a
     smaller ``max_size``); :func:`gradflow.state_sharding` gives the large
-    leaves' state their parameters' shardings and replicates the buffers when
-    ``flatten_small`` is the outermost transform.
+    leaves' state their parameters' shardings and replicates the buffers,
+    wherever ``flatten_small`` sits in the chain.
 
     Args:
       tx: the transform to run on the packed tree.
@@ -233,38 +233,11 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
         out = _unpack(new, layout, leaves, state.offsets)
         return jax.tree.unflatten(layout.treedef, out), FlattenSmallState(inner, state.offsets)
 
-    out = GradientTransformation(init_fn, update_fn)
-    init_fn.packed_sharding = lambda params_sharding, abstract: _packed_sharding(
-        tx, max_size, params_sharding, abstract
-    )
-    return out
-
-
-def _packed_sharding(tx: GradientTransformation, max_size: int, params_sharding: Any, abstract: Any) -> Any:
-    """:func:`gradflow.state_sharding` of a :func:`flatten_small` transform (called by it)."""
-    from gradflow.sharding import replicated_like, state_sharding
-
-    layout = _layout(abstract, max_size)
-    leaves = jax.tree.leaves(abstract)
-    shardings = layout.treedef.flatten_up_to(params_sharding)
-    for _, idx in layout.groups:
-        for i in idx:
-            if not shardings[i].is_fully_replicated:
-                raise ValueError(
-                    f"flatten_small: leaf {i} of shape {layout.shapes[i]} is sharded over several devices and "
-                    f"would be packed with others (max_size={max_size}); pass a smaller max_size"
-                )
-    packed = _pack_abstract(leaves, layout)
-    replicated = replicated_like(shardings[0])
-    packed_shardings = {
-        "large": tuple(shardings[i] for i in layout.large),
-        "flat": tuple(replicated for _ in layout.groups),
-    }
-    offsets = tuple(replicated for _ in _offset_values(layout))
-    return FlattenSmallState(state_sharding(tx, packed, packed_shardings), offsets)
+    return GradientTransformation(init_fn, update_fn)
 
 
 def _pack_abstract(leaves: list, layout: _Layout) -> dict:
+    """The packed tree's shapes and dtypes (read by :func:`gradflow.state_sharding`)."""
     flat = tuple(
         jax.ShapeDtypeStruct((sum(int(np.prod(layout.shapes[i], dtype=np.int64)) for i in idx),), dtype)
         for dtype, idx in layout.groups

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
+from jax.sharding import Mesh, NamedSharding, Sharding
+from jax.sharding import PartitionSpec as P
 
 import gradflow as gf
 
@@ -31,15 +35,25 @@ def test_state_sharding_rejects_mismatched_sharding_tree():
         gf.state_sharding(gf.sgd(0.1, momentum=0.9), params, {"w": params["w"].sharding})
 
 
-def test_eight_device_suite_in_subprocess():
+def run_on_eight_devices(*args: str) -> None:
+    """Run pytest with ``args`` on 8 simulated CPU devices, in a subprocess; every test must pass."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", GRADFLOW_MULTIDEVICE="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(ROOT / "tests" / "multidevice")],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
+
+
+def test_eight_device_suite_in_subprocess():
+    run_on_eight_devices(str(ROOT / "tests" / "multidevice"))
+
+
+def test_this_files_eight_device_cases_in_subprocess():
+    # The tests below named ..._on_eight_devices; skipped in this process, which has one device.
+    run_on_eight_devices(str(ROOT / "tests" / "test_sharding.py"), "-k", "on_eight_devices")
 
 
 @pytest.mark.parametrize(
@@ -67,3 +81,186 @@ def test_history_of_a_parameters_length_is_not_sharded_like_it(make):
     assert history and moments, specs
     assert all(specs[k] == PartitionSpec() for k in history), specs
     assert all(specs[k] == PartitionSpec("x") for k in moments), specs
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the per-parameter buffers sit: inside flatten_small wherever it is, and inside optax's
+# masked states (optax.partition, multi_transform, masked), whose moment trees hold MaskedNode.
+
+FLATTEN_SMALL_ANYWHERE = {
+    "outermost": lambda: gf.flatten_small(gf.adam(1e-3), max_size=16),
+    "in_protect": lambda: gf.protect(gf.flatten_small(gf.adam(1e-3), max_size=16), watch_loss=False),
+    "first_in_chain": lambda: gf.chain(gf.flatten_small(gf.adam(1e-3), max_size=16), gf.scale(1.0)),
+    "last_in_chain": lambda: gf.chain(gf.clip_by_global_norm(1.0), gf.flatten_small(gf.adam(1e-3), max_size=16)),
+    "in_optax_chain": lambda: optax.chain(gf.flatten_small(gf.adam(1e-3), max_size=16)),
+    "twice": lambda: gf.flatten_small(gf.flatten_small(gf.adam(1e-3), max_size=16), max_size=0),
+}
+LABELS = {"kernel": "adam", "bias": "sgd"}
+MASKED = {
+    "partition": lambda: optax.partition({"adam": gf.adamw(1e-3), "sgd": gf.sgd(1e-3, momentum=0.9)}, LABELS),
+    "multi_transform": lambda: optax.multi_transform({"adam": gf.adam(1e-3), "sgd": gf.sgd(1e-3, momentum=0.9)}, LABELS),
+    "masked": lambda: optax.masked(gf.adamw(1e-3), {"kernel": True, "bias": False}),
+    "masked_in_protect": lambda: gf.protect(optax.masked(gf.adam(1e-3), {"kernel": True, "bias": False}), watch_loss=False),
+}
+
+
+def specs_by_path(shardings) -> dict:
+    flat = jax.tree_util.tree_leaves_with_path(shardings, is_leaf=lambda x: isinstance(x, Sharding))
+    return {jax.tree_util.keystr(p): s.spec for p, s in flat}
+
+
+def param_of(path, params, large=()) -> str | None:
+    """The parameter a state leaf at ``path`` is a buffer of: its last dict key, or its place in a
+    flatten_small packed tree's ``large`` leaves; None for a leaf that belongs to no parameter."""
+    keys = [getattr(k, "key", getattr(k, "idx", None)) for k in path]
+    if "large" in keys:
+        return large[keys[len(keys) - 1 - keys[::-1].index("large") + 1]]
+    return keys[-1] if keys and keys[-1] in params else None
+
+
+@pytest.mark.parametrize("name", sorted(FLATTEN_SMALL_ANYWHERE))
+def test_flatten_small_anywhere_shards_the_large_leaves_state(name):
+    mesh = Mesh(jax.devices()[:1], ("x",))
+    params = {
+        "bias": jax.ShapeDtypeStruct((3,), jnp.float32, sharding=NamedSharding(mesh, P())),
+        "kernel": jax.ShapeDtypeStruct((64, 32), jnp.float32, sharding=NamedSharding(mesh, P("x", None))),
+        "kernel_t": jax.ShapeDtypeStruct((64, 32), jnp.float32, sharding=NamedSharding(mesh, P(None, "x"))),
+    }
+    tx = FLATTEN_SMALL_ANYWHERE[name]()
+    shardings = gf.state_sharding(tx, params)
+    assert jax.tree.structure(shardings) == jax.tree.structure(jax.eval_shape(tx.init, params))
+    specs = specs_by_path(shardings)
+    state = jax.eval_shape(tx.init, params)
+    large = [k for k, x in sorted(params.items()) if x.size > 16]
+    per_param = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        k = param_of(path, params, large)
+        want = params[k].sharding.spec if k and leaf.shape == params[k].shape else P()
+        per_param += want != P()
+        assert specs[jax.tree_util.keystr(path)] == want, (jax.tree_util.keystr(path), specs)
+    assert per_param == 4, specs  # mu and nu of both kernels
+
+
+@pytest.mark.parametrize("name", sorted(MASKED))
+def test_moments_holding_masked_nodes_shard_like_their_parameters(name):
+    mesh = Mesh(jax.devices()[:1], ("x",))
+    params = {
+        "kernel": jax.ShapeDtypeStruct((64, 32), jnp.float32, sharding=NamedSharding(mesh, P("x", None))),
+        "bias": jax.ShapeDtypeStruct((32,), jnp.float32, sharding=NamedSharding(mesh, P("x"))),
+    }
+    tx = MASKED[name]()
+    shardings = gf.state_sharding(tx, params)
+    state = jax.eval_shape(tx.init, params)
+    assert jax.tree.structure(shardings) == jax.tree.structure(state)
+    specs = specs_by_path(shardings)
+    moments = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        k = param_of(path, params)
+        want = params[k].sharding.spec if k and leaf.shape == params[k].shape else P()
+        moments += want != P()
+        assert specs[jax.tree_util.keystr(path)] == want, (jax.tree_util.keystr(path), specs)
+    assert moments >= 2, specs
+    real = jax.tree.map(lambda x: jnp.ones(x.shape, x.dtype), params)
+    assert jax.tree.structure(gf.init_sharded(tx, real)) == jax.tree.structure(tx.init(real))
+
+
+# ---------------------------------------------------------------------------------------------
+# 8 devices: run by test_this_files_eight_device_cases_in_subprocess.
+
+needs_eight = pytest.mark.skipif(jax.device_count() < 8, reason="8 devices: run in a subprocess")
+
+
+def mesh_2x4() -> Mesh:
+    return Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "model"))
+
+
+def assert_shards_like(state, params, large=()) -> int:
+    """Each state leaf that is a parameter's buffer has that parameter's sharding and per-device shard
+    shape; every other leaf is one full copy on each of the 8 devices. Returns the number of buffers."""
+    devices = set(jax.devices()[:8])
+    buffers = 0
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        where = jax.tree_util.keystr(path)
+        assert leaf.sharding.device_set == devices, (where, leaf.sharding)
+        k = param_of(path, params, large)
+        if k and leaf.shape == params[k].shape and not params[k].sharding.is_fully_replicated:
+            buffers += 1
+            assert leaf.sharding.is_equivalent_to(params[k].sharding, leaf.ndim), (where, leaf.sharding)
+            assert leaf.addressable_shards[0].data.shape == params[k].addressable_shards[0].data.shape, where
+        else:
+            assert leaf.sharding.is_fully_replicated, (where, leaf.sharding)
+    return buffers
+
+
+def assert_step_gathers_nothing(tx, params, state):
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return gf.apply_updates(params, updates), state
+
+    grads = jax.tree.map(lambda x: x * 0.5, params)
+    hlo = jax.jit(step, donate_argnums=(1,)).lower(params, state, grads).compile().as_text()
+    assert "all-gather" not in hlo and "all-to-all" not in hlo
+    new_params, new_state = jax.jit(step)(params, state, grads)
+    return assert_shards_like(new_state, params, sorted(k for k in params if params[k].size > 16))
+
+
+@needs_eight
+@pytest.mark.parametrize("name", sorted(FLATTEN_SMALL_ANYWHERE))
+def test_flatten_small_anywhere_on_eight_devices(name):
+    mesh = mesh_2x4()
+    params = {
+        "bias": jax.device_put(jnp.ones(3), NamedSharding(mesh, P())),
+        "kernel": jax.device_put(jnp.ones((64, 32)), NamedSharding(mesh, P("data", "model"))),
+        "kernel_t": jax.device_put(jnp.ones((64, 32)), NamedSharding(mesh, P("model", "data"))),
+    }
+    tx = FLATTEN_SMALL_ANYWHERE[name]()
+    state = gf.init_sharded(tx, params)
+    assert assert_shards_like(state, params, ["kernel", "kernel_t"]) == 4
+    assert assert_step_gathers_nothing(tx, params, state) == 4
+
+
+@needs_eight
+@pytest.mark.parametrize("name", sorted(MASKED))
+def test_masked_states_on_eight_devices(name):
+    mesh = mesh_2x4()
+    params = {
+        "kernel": jax.device_put(jnp.ones((64, 32)), NamedSharding(mesh, P("data", "model"))),
+        "bias": jax.device_put(jnp.ones(32), NamedSharding(mesh, P("model"))),
+    }
+    tx = MASKED[name]()
+    state = gf.init_sharded(tx, params)
+    assert assert_shards_like(state, params) >= 2
+    assert assert_step_gathers_nothing(tx, params, state) >= 2
+
+
+@needs_eight
+def test_an_uncommitted_leaf_follows_the_mesh_on_eight_devices():
+    mesh = mesh_2x4()
+    kernel = NamedSharding(mesh, P("data", "model"))
+    params = {"bias": jnp.ones(3), "kernel": jax.device_put(jnp.ones((64, 32)), kernel)}  # bias: uncommitted
+    assert not params["bias"].committed
+    tx = gf.adam(1e-3)
+    shardings = gf.state_sharding(tx, params)
+    assert shardings[0].count == NamedSharding(mesh, P())
+    assert shardings[0].mu["kernel"] == kernel
+    assert shardings[0].mu["bias"] == NamedSharding(mesh, P())  # moved onto the mesh, as jax.jit moves it
+    state = gf.init_sharded(tx, params)
+    assert state[0].mu["kernel"].addressable_shards[0].data.shape == (32, 8)
+    assert all(x.sharding.device_set == set(jax.devices()[:8]) for x in jax.tree.leaves(state))
+
+
+@needs_eight
+@pytest.mark.parametrize(
+    "other, devices",
+    [
+        (lambda: jax.device_put(jnp.ones(3), jax.devices()[7]), "[7]"),  # committed to one device
+        (lambda: jax.device_put(jnp.ones(4), NamedSharding(Mesh(np.array(jax.devices()[4:8]), ("y",)), P("y"))),
+         "[4, 5, 6, 7]"),
+    ],
+)
+def test_parameters_on_different_device_sets_are_refused_on_eight_devices(other, devices):
+    mesh = Mesh(np.array(jax.devices()[:4]), ("x",))
+    params = {"kernel": jax.device_put(jnp.ones((64, 32)), NamedSharding(mesh, P("x"))), "other": other()}
+    with pytest.raises(ValueError, match="state_sharding: .*different device sets") as err:
+        gf.state_sharding(gf.adam(1e-3), params)
+    assert "[0, 1, 2, 3]" in str(err.value) and devices in str(err.value), str(err.value)
