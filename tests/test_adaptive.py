@@ -271,6 +271,19 @@ def test_lars_with_decay_uses_gradient_norm_plus_decayed_weight_norm():
     np.testing.assert_allclose(u["w"], -ratio * (np.array([0.0, -2.0]) + 0.2 * np.array([3.0, 4.0])), rtol=1e-6)
 
 
+
+def test_trust_ratio_reads_a_weight_decay_schedule_at_each_step():
+    params = {"w": jnp.array([3.0, 4.0])}
+    g = {"w": jnp.array([0.0, -2.0])}
+    tx = gf.scale_by_trust_ratio(0.1, weight_decay=lambda t: 0.2 * (t + 1))
+    state = tx.init(params)
+    for k in range(3):
+        u, state = tx.update(g, state, params)
+        lam = 0.2 * (k + 1)
+        ratio = 0.1 * 5.0 / (2.0 + lam * 5.0)
+        np.testing.assert_allclose(u["w"], ratio * (np.array([0.0, -2.0]) + lam * np.array([3.0, 4.0])), rtol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------
 # dtypes, jit, state
 # ------------------------------------------------------------------------------------------

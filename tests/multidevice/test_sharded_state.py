@@ -167,6 +167,8 @@ AXIS_TRANSFORMS = {
     "apply_if_finite": lambda ax: gf.apply_if_finite(gf.sgd(0.1), 2, axis_name=ax),
     "skip_spikes": lambda ax: gf.skip_spikes(gf.sgd(0.1), threshold=1.0, window=4, min_samples=2, axis_name=ax),
     "monitor": lambda ax: gf.monitor(gf.sgd(0.1), axis_name=ax),
+    "scale_by_trust_ratio": lambda ax: gf.scale_by_trust_ratio(0.5, weight_decay=0.01, axis_name=ax),
+    "clip_relative_update": lambda ax: gf.clip_relative_update(0.05, vectors=True, axis_name=ax),
     # skips by a select inside shard_map and by a lax.cond under jit: the two must agree
     "protect": lambda ax: gf.protect(gf.sgd(0.1), watch_loss=False, window=4, min_samples=2, axis_name=ax),
 }
