@@ -317,7 +317,9 @@ def stable_adamw(
 
       η_t = α_t / max(1, RMS/d);   θ ← θ − η_t·m̂/(√v̂ + ε) − α_t·λ_t·θ.
 
-    The weight decay uses the unclipped α_t, as the authors' reference code does; the
+    The weight decay uses the unclipped α_t, as the authors' reference code does
+    (``theta.mul_(1 - lr * weight_decay)`` before the clipped step; the ports in
+    ``torch-optimi`` and ``pytorch-optimizer`` decay by the clipped η_t instead); the
     update clipping takes the place of gradient clipping.
 
     Args:
