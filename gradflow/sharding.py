@@ -149,7 +149,9 @@ def state_sharding(tx: GradientTransformation, params: Any, params_sharding: Any
     masked-out parameter and keeps no sharding. Inside a
     :func:`gradflow.flatten_small` state, wherever that transform sits, the large
     leaves' buffers shard like their parameters and the packed buffers are
-    replicated. Every other leaf (counters, scalar statistics, histories) is
+    replicated (except inside an optax mask, where ``flatten_small`` packs a
+    masked tree this function does not see: its state is then replicated, whole
+    on every device). Every other leaf (counters, scalar statistics, histories) is
     replicated over the parameters' devices: those of the ``NamedSharding`` with
     the most devices. An uncommitted array (made with no ``device_put``) is moved
     there, as ``jax.jit`` moves it, so its buffers are replicated too.
