@@ -299,3 +299,111 @@ def test_skip_spikes_ring_buffer_keeps_cycling_past_int32_max():
         assert not bool(state.skipped)
     assert sorted(np.asarray(state.history).tolist()) == [12.0, 13.0, 14.0, 15.0]
     assert int(state.num_recorded) >= 4
+
+
+# --------------------------------------------------------------------------- each constant, bound and counter of the rule, one at a time
+
+
+def test_apply_if_finite_applies_a_step_with_no_leaves_and_reports_the_norm():
+    tx = gf.apply_if_finite(gf.sgd(0.1), 3)
+    u, s = tx.update({}, tx.init({}), {})
+    assert u == {} and not bool(s.skipped) and int(s.num_skipped) == 0
+    params = jax.tree.map(jnp.asarray, PARAMS)
+    g = _normal(np.random.default_rng(0))
+    _, s = tx.update(g, tx.init(params), params)
+    np.testing.assert_allclose(float(s.norm), ref.global_norm(g), rtol=1e-6)
+
+
+def test_guards_inside_shard_map_skip_a_bad_step_and_keep_the_inner_state():
+    from jax.sharding import PartitionSpec as P
+
+    mesh = jax.make_mesh((1,), ("x",))
+    for tx in (gf.apply_if_finite(gf.sgd(0.1, momentum=0.9), 2, axis_name="x"),
+               gf.skip_spikes(gf.sgd(0.1, momentum=0.9), window=8, min_samples=4, axis_name="x")):
+        params = jax.tree.map(jnp.asarray, PARAMS)
+        step = jax.jit(jax.shard_map(lambda g, s, p, tx=tx: tx.update(g, s, p), mesh=mesh,
+                                     in_specs=(P(), P(), P()), out_specs=(P(), P())))
+        s = tx.init(params)
+        rng = np.random.default_rng(0)
+        for _ in range(5):
+            u, s = step(_normal(rng), s, params)
+            assert not bool(s.skipped)
+            assert not all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(u))
+        before = s
+        u, s = step(_bad("nan", rng), s, params)
+        assert bool(s.skipped) and int(s.num_skipped) == 1
+        assert_bitwise_equal(s.inner_state, before.inner_state)
+        assert all(np.all(np.asarray(x) == 0) for x in jax.tree.leaves(u))
+        _, s = step(_normal(rng), s, params)
+        assert not bool(s.skipped)
+
+
+def test_skip_spikes_skips_a_non_finite_gradient_when_watching_the_loss():
+    rng = np.random.default_rng(8)
+    run = Stepper(gf.skip_spikes(gf.sgd(0.1, momentum=0.9), window=8, min_samples=4))
+    for _ in range(3):
+        run(_normal(rng), value=jnp.float32(1.0))
+    for kind in ("nan", "inf"):
+        u, before, after = run(_bad(kind, rng), value=jnp.float32(1.0))  # the loss is finite, ‖g‖ is not
+        assert bool(after.skipped), kind
+        assert_bitwise_equal(after.inner_state, before.inner_state)
+        chex.assert_trees_all_equal(u, jax.tree.map(jnp.zeros_like, u))
+
+
+def test_skip_spikes_reports_the_window_mean_and_n_minus_1_std():
+    # a full window of 4: all four values count
+    tx = gf.skip_spikes(gf.sgd(0.1), threshold=2.0, window=4, min_samples=4)
+    p = {"w": jnp.ones(2)}
+    s = tx.init(p)
+    for loss in [1.0, 2.0, 1.0, 2.0, 2.5]:
+        _, s = tx.update({"w": jnp.ones(2)}, s, p, value=jnp.float32(loss))
+    np.testing.assert_allclose(float(s.mean), 1.5, rtol=1e-6)
+    np.testing.assert_allclose(float(s.std), np.sqrt(1.0 / 3.0), rtol=1e-6)  # Σ(x − 1.5)² = 1, over n − 1 = 3
+
+
+def test_the_smallest_windows_and_zero_consecutive_skips_are_accepted():
+    # window ≥ 2, 2 ≤ min_samples ≤ window, max_consecutive_skips ≥ 0
+    gf.protect(gf.sgd(0.1), window=2, min_samples=2, max_consecutive_skips=0)
+    gf.protect(gf.sgd(0.1), window=5, min_samples=5)
+    tx = gf.skip_spikes(gf.sgd(0.1), window=2, min_samples=2, max_consecutive_skips=0)
+    gf.skip_spikes(gf.sgd(0.1), window=5, min_samples=5)
+    # no spike-skip is allowed: every finite step goes through, a non-finite one is still skipped
+    p = {"w": jnp.ones(2)}
+    s = tx.init(p)
+    skipped = []
+    for v in [1.0, 1.0, 1e6, np.nan, 1e9]:
+        _, s = tx.update({"w": jnp.ones(2)}, s, p, value=jnp.float32(v))
+        skipped.append(bool(s.skipped))
+    assert skipped == [False, False, False, True, False]
+
+
+def _alternating_then(tail):
+    return [1.0 + (t % 2) for t in range(64)] + list(tail)  # 64 values: mean 1.5, n − 1 std 0.50395
+
+
+def test_skip_spikes_default_threshold_is_six_standard_deviations():
+    # band 1.5 + 6·0.50395 = 4.524 (with k = 5 it would be 4.020)
+    for v, skip in ((4.3, False), (4.6, True)):
+        run = Stepper(gf.skip_spikes(gf.sgd(0.1)))
+        for x in _alternating_then([v]):
+            _, _, after = run(_normal(np.random.default_rng(0)), value=jnp.float32(x))
+        assert bool(after.skipped) is skip, v
+
+
+def test_skip_spikes_default_max_consecutive_skips_is_ten():
+    run = Stepper(gf.skip_spikes(gf.sgd(0.1)))
+    skipped = []
+    for x in _alternating_then([100.0] * 11):
+        _, _, after = run(_normal(np.random.default_rng(0)), value=jnp.float32(x))
+        skipped.append(bool(after.skipped))
+    assert skipped[64:] == [True] * 10 + [False]
+
+
+def test_skip_spikes_passes_the_loss_to_an_inner_transform_that_takes_it():
+    def update(updates, state, params=None, *, value):  # scales the step by the loss
+        return jax.tree.map(lambda u: u * value, updates), state
+
+    tx = gf.skip_spikes(gf.GradientTransformation(lambda params: optax.EmptyState(), update), window=4, min_samples=2)
+    p = jnp.ones(2)
+    u, _ = tx.update(jnp.ones(2), tx.init(p), p, value=jnp.float32(3.0))
+    np.testing.assert_allclose(np.asarray(u), [3.0, 3.0])

@@ -527,3 +527,135 @@ def test_a_non_finite_step_let_through_is_kept_out_of_the_windows():
         _, s = tx.update({"w": jnp.asarray(g, jnp.float32)}, s, p, value=jnp.float32(loss))
     assert int(s.num_recorded) == 2 and int(s.num_not_finite) == 1
     assert np.all(np.isfinite(np.asarray(s.loss_history))) and np.all(np.isfinite(np.asarray(s.grad_norm_history)))
+
+
+# --------------------------------------------------------------------------- each constant, bound and counter of the rule, one at a time
+
+
+def _flat_run(tx, losses, grads=None):
+    """protect over constant-direction gradients: each step's loss and gradient norm as given."""
+    p = jnp.ones(4)
+    s = tx.init(p)
+    states = []
+    for t, v in enumerate(losses):
+        norm = 1.0 if grads is None else grads[t]
+        _, s = tx.update(jnp.full(4, norm / 2.0, jnp.float32), s, p, value=jnp.float32(v))  # ‖g‖ = norm
+        states.append(s)
+    return states
+
+
+def test_the_default_min_samples_judges_from_the_fourth_recorded_value_on():
+    # n ≥ min_samples = 4: a spike with three values recorded is let through, with four it is skipped
+    tx = lambda: gf.protect(gf.sgd(0.1), max_update_ratio=None)  # noqa: E731
+    three = _flat_run(tx(), [1.0, 1.0, 1.0, 1e4], [1.0, 1.0, 1.0, 1e4])
+    assert not bool(three[-1].skipped) and int(three[-1].num_loss_spikes) == 0
+    four = _flat_run(tx(), [1.0, 1.0, 1.0, 1.0, 1e4], [1.0, 1.0, 1.0, 1.0, 1e4])
+    assert bool(four[-1].skipped) and int(four[-1].num_loss_spikes) == 1
+
+
+def test_the_default_threshold_is_six_robust_sigmas():
+    # window [−1, 1, −1, 1]: median 0 (so the margin ρ·|m| is 0), MAD 1, σ̂ = 1.4826; 6σ̂ = 8.8956
+    for loss, spike in ((8.5, False), (9.2, True)):
+        s = _flat_run(gf.protect(gf.sgd(0.1), spike_rule="either", max_update_ratio=None), [-1.0, 1.0, -1.0, 1.0, loss])[-1]
+        assert float(s.loss_median) == 0.0
+        np.testing.assert_allclose(float(s.loss_sigma), 1.4826, rtol=1e-6)
+        assert bool(s.skipped) is spike, loss
+
+
+def test_a_spike_must_exceed_the_bound_strictly():
+    # a flat window of 1.0: σ̂ = 0 and the bound is ρ·|m| = 9 exactly; x − m = 9 is not above it
+    for loss, spike in ((10.0, False), (10.5, True)):
+        s = _flat_run(gf.protect(gf.sgd(0.1), spike_rule="either", max_update_ratio=None), [1.0] * 5 + [loss])[-1]
+        assert bool(s.skipped) is spike, loss
+
+
+def test_the_window_statistics_are_the_median_and_1_4826_mad_of_each_window():
+    # losses [1, 2, 4, 8]: median 3, |x − 3| = [2, 1, 1, 5], MAD 1.5; norms [1, 2, 3, 4]: median 2.5, MAD 1
+    s = _flat_run(gf.protect(gf.sgd(0.1), max_update_ratio=None), [1.0, 2.0, 4.0, 8.0, 5.0], [1.0, 2.0, 3.0, 4.0, 3.5])[-1]
+    np.testing.assert_allclose(float(s.loss_median), 3.0, rtol=1e-6)
+    np.testing.assert_allclose(float(s.loss_sigma), 1.4826 * 1.5, rtol=1e-6)
+    np.testing.assert_allclose(float(s.grad_norm_median), 2.5, rtol=1e-6)
+    np.testing.assert_allclose(float(s.grad_norm_sigma), 1.4826, rtol=1e-6)
+    np.testing.assert_allclose(float(s.loss), 5.0, rtol=1e-6)
+    np.testing.assert_allclose(float(s.grad_norm), 3.5, rtol=1e-6)
+
+
+def test_a_loss_spike_and_a_gradient_norm_spike_are_counted_apart():
+    tx = gf.protect(gf.sgd(0.1), spike_rule="either", max_update_ratio=None)
+    states = _flat_run(tx, [1.0] * 5 + [100.0, 1.0, 1.0], [1.0] * 5 + [1.0, 100.0, 1.0])
+    assert [bool(s.skipped) for s in states[5:]] == [True, True, False]
+    assert (int(states[5].num_loss_spikes), int(states[5].num_grad_norm_spikes)) == (1, 0)
+    assert (int(states[6].num_loss_spikes), int(states[6].num_grad_norm_spikes)) == (1, 1)
+
+
+@pytest.mark.parametrize("watched", ["loss", "grad_norm"])
+def test_rule_both_with_one_statistic_watched_skips_on_that_one(watched):
+    # "both" skips only when all *watched* statistics spike: with one watched, its spike alone skips
+    tx = gf.protect(gf.sgd(0.1), spike_rule="both", watch_loss=watched == "loss",
+                    watch_grad_norm=watched == "grad_norm", max_update_ratio=None)
+    s = _flat_run(tx, [1.0] * 5 + [100.0], [1.0] * 5 + [100.0])[-1]
+    assert bool(s.skipped)
+
+
+def test_the_default_window_keeps_the_last_16_accepted_values():
+    # 17 losses of 100, then 16 of 1 (falls are never spikes): the 16-value window holds only the 1s
+    s = _flat_run(gf.protect(gf.sgd(0.1), max_update_ratio=None), [100.0] * 17 + [1.0] * 17)
+    assert not any(bool(x.skipped) for x in s)
+    assert float(s[-1].loss_median) == 1.0 and float(s[-1].loss_sigma) == 0.0
+
+
+def test_the_default_max_consecutive_skips_lets_the_17th_spike_through():
+    tx = gf.protect(gf.sgd(0.1), spike_rule="either", max_spike_rate=None, max_update_ratio=None)
+    s = _flat_run(tx, [1.0] * 5 + [100.0] * 18)
+    assert [bool(x.skipped) for x in s[5:22]] == [True] * 16 + [False]  # then the row starts again
+
+
+def test_a_spike_is_still_skipped_at_a_rate_equal_to_max_spike_rate():
+    # let through only while r_{t−1} > max_spike_rate: at r = max_spike_rate exactly it is skipped
+    tx = gf.protect(gf.sgd(0.1), spike_rule="either", max_spike_rate=0.5, max_update_ratio=None)
+    p = jnp.ones(4)
+    s = tx.init(p)
+    for _ in range(5):
+        _, s = tx.update(jnp.full(4, 0.5), s, p, value=jnp.float32(1.0))
+    for rate, skip in ((0.5, True), (0.5009765625, False)):  # 0.5 + 2⁻¹⁰, exact in float32
+        _, after = tx.update(jnp.full(4, 0.5), s._replace(spike_rate=jnp.float32(rate)), p, value=jnp.float32(100.0))
+        assert bool(after.skipped) is skip, rate
+
+
+def test_clip_to_history_acts_from_min_samples_recorded_norms():
+    tx = gf.protect(gf.sgd(1.0), clip_to_history=2.0, watch_loss=False, watch_grad_norm=False, max_update_ratio=None)
+    p = jnp.ones(4)
+    s = tx.init(p)
+    for norm in (1.0, 1.0, 1.0, 1.0):  # min_samples = 4 norms recorded
+        _, s = tx.update(jnp.full(4, norm / 2.0), s, p)
+    u, s = tx.update(jnp.full(4, 5.0), s, p)  # ‖g‖ = 10 against 2·median = 2
+    assert bool(s.clipped) and int(s.num_clipped) == 1
+    np.testing.assert_allclose(float(jnp.linalg.norm(u)), 2.0, rtol=1e-6)
+
+
+def test_a_skipped_step_is_not_counted_as_clipped():
+    tx = gf.protect(gf.sgd(1.0), clip_to_history=2.0, spike_rule="either", max_update_ratio=None)
+    s = _flat_run(tx, [1.0] * 5 + [100.0], [1.0] * 5 + [100.0])[-1]
+    assert bool(s.skipped) and not bool(s.clipped) and int(s.num_clipped) == 0
+
+
+def test_the_loss_reaches_an_inner_optimizer_that_takes_it():
+    def update(updates, state, params=None, *, value):  # scales the step by the loss
+        return jax.tree.map(lambda u: u * value, updates), state
+
+    inner = gf.GradientTransformation(lambda params: optax.EmptyState(), update)
+    tx = gf.protect(inner, max_update_ratio=None)
+    p = jnp.ones(2)
+    u, _ = tx.update(jnp.ones(2), tx.init(p), p, value=jnp.float32(3.0))
+    np.testing.assert_allclose(np.asarray(u), [3.0, 3.0])
+
+
+def test_a_non_finite_step_is_not_counted_as_a_spike_and_the_first_diagnostics_are_finite():
+    tx = gf.protect(gf.sgd(0.1), skip_not_finite=False, clip_to_history=2.0, spike_rule="either", max_update_ratio=None)
+    first = _flat_run(tx, [1.0])[0]  # judged against an empty window: no NaN in the diagnostics
+    for x in (first.loss_median, first.loss_sigma, first.grad_norm_median, first.grad_norm_sigma):
+        assert np.isfinite(float(x))
+    s = _flat_run(tx, [1.0] * 5 + [np.inf], [1.0] * 5 + [np.inf])[-1]  # let through (skip_not_finite=False)
+    assert int(s.num_not_finite) == 1 and not bool(s.skipped)
+    assert int(s.num_loss_spikes) == 0 and int(s.num_grad_norm_spikes) == 0  # spikes are of finite values only
+    assert not bool(s.clipped) and int(s.num_clipped) == 0  # nor is a non-finite gradient clipped

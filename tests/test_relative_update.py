@@ -161,3 +161,35 @@ def test_needs_params_and_checks_its_arguments():
 def test_flatten_small_refuses_it():
     with pytest.raises(ValueError, match="per leaf"):
         gf.flatten_small(gf.chain(gf.adam(0.1), gf.clip_relative_update())).init({"w": jnp.ones(3)})
+
+
+# --------------------------------------------------------------------------- each constant, bound and counter of the rule, one at a time
+
+
+def test_max_ratio_is_the_largest_over_the_bounded_leaves_and_count_counts_updates():
+    params = {"a": jnp.ones((2, 2)), "z": jnp.ones((2, 2))}
+    tx = gf.clip_relative_update(0.1)
+    state = tx.init(params)
+    for t in (1, 2):
+        _, state = tx.update({"a": jnp.full((2, 2), 0.01), "z": jnp.full((2, 2), 0.05)}, state, params)
+        np.testing.assert_allclose(float(state.max_ratio), 0.05, rtol=1e-6)  # RMS(u)/max(RMS(w), s): 0.01 and 0.05
+        assert int(state.count) == t and not bool(state.clipped)
+
+
+def test_a_zero_matrix_is_bounded_by_the_default_floor():
+    # RMS(w) = 0 < s = 0.01: b = ρ·s = 10⁻³ per element, whatever the matrix's shape
+    params = {"w": jnp.zeros((3, 4))}
+    u, state = gf.clip_relative_update().update({"w": jnp.ones((3, 4))}, gf.clip_relative_update().init(params), params)
+    np.testing.assert_allclose(np.asarray(u["w"]), 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(float(state.max_ratio), 1.0 / 0.01, rtol=1e-6)
+
+
+def test_a_leaf_whose_shape_differs_from_its_parameter_is_refused():
+    tx = gf.clip_relative_update(vectors=True)
+    params = {"w": jnp.ones(3)}
+    with pytest.raises(ValueError, match="clip_relative_update"):
+        tx.update({"w": jnp.ones((3, 1))}, tx.init(params), params)
+    # protect's update clip bounds the inner step against params too (a (3, 1) step would broadcast)
+    guarded = gf.protect(optax.sgd(1.0), watch_loss=False, clip_vector_updates=True)  # optax checks no shapes
+    with pytest.raises(ValueError, match="protect"):
+        guarded.update({"w": jnp.ones((3, 1))}, guarded.init(params), params)
