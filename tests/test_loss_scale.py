@@ -202,3 +202,48 @@ def test_bad_arguments_raise_value_error(kwargs, text):
     with pytest.raises(ValueError) as info:
         gf.dynamic_loss_scale(gf.sgd(0.1), **kwargs)
     assert text in str(info.value), str(info.value)
+
+
+def test_unscale_multiplies_by_the_float32_reciprocal():
+    # g = g_S·(1/S), the reciprocal formed once in float32 (torch's inv_scale), not g_S/S:
+    # with S = 3 the two round differently for some elements.
+    rng = np.random.default_rng(0)
+    g_s = (rng.standard_normal(2000) * 10).astype(np.float32)
+    inv = np.float32(1) / np.float32(3)
+    want = -(g_s * inv)  # sgd(1.0): u = −g
+    assert np.any(g_s * inv != g_s / np.float32(3))  # the check can tell the two apart
+    tx = gf.dynamic_loss_scale(gf.sgd(1.0), init_scale=3.0)
+    params = {"x": jnp.zeros(2000, jnp.float32)}
+    u, s = tx.update({"x": jnp.asarray(g_s)}, tx.init(params), params)
+    np.testing.assert_array_equal(np.asarray(u["x"]).view(np.uint32), want.view(np.uint32))
+    assert not bool(s.found_inf)
+
+
+@pytest.mark.parametrize("scale", [2.0**-20, 3.0])
+def test_float16_gradients_are_unscaled_in_float32(scale):
+    # float16 g_S is unscaled in float32 (1/S formed in float32) and rounded back to float16 once:
+    # 1/2⁻²⁰ = 2²⁰ overflows float16, and 1/3 in float16 has only 11 bits.
+    g_s = np.array([2.0**-10, -(2.0**-12), 2.0**-14, 0.0, 3.0e-3, -7.0e-4, 1.0e-5, 2.0**-6], np.float16)
+    inv = np.float32(1) / np.float32(scale)
+    want = -(g_s.astype(np.float32) * inv).astype(np.float16)
+    assert np.all(np.isfinite(want))
+    tx = gf.dynamic_loss_scale(gf.sgd(1.0), init_scale=scale)
+    params = {"w": jnp.zeros(g_s.shape, jnp.float16)}
+    u, s = jax.jit(tx.update)({"w": jnp.asarray(g_s)}, tx.init(params), params)
+    assert u["w"].dtype == jnp.float16 and not bool(s.found_inf)
+    np.testing.assert_array_equal(np.asarray(u["w"]).view(np.uint16), want.view(np.uint16))
+
+
+def test_count_counts_every_update_skipped_or_not():
+    # count is the number of updates seen, skipped ones included; num_skipped only the skipped.
+    tx = gf.dynamic_loss_scale(gf.sgd(0.1), init_scale=8.0, growth_interval=100)
+    p = {"x": jnp.zeros(2)}
+    s = tx.init(p)
+    pattern = [True, False, False, True, False, True, True]
+    for t, ok in enumerate(pattern):
+        _, s = tx.update({"x": jnp.asarray([1.0, 2.0] if ok else [jnp.nan, 2.0])}, s, p)
+        assert int(s.count) == t + 1
+        assert int(s.num_skipped) == pattern[: t + 1].count(False)
+        assert bool(s.found_inf) == (not ok)
+    # three backoffs (8 → 1) and a tracker of the two finite steps since the last one
+    assert float(s.scale) == 1.0 and int(s.growth_tracker) == 2

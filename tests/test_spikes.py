@@ -413,3 +413,16 @@ def test_spike_blocks_form_float64_moments_in_float64(make, x64):
     want = (1 - b2) * g64**2 * b2 + (1 - b2) * g64**2
     assert s.nu["w"].dtype == jnp.float64
     np.testing.assert_allclose(np.asarray(s.nu["w"]), want, rtol=1e-13)
+
+
+def test_spam_total_clipped_saturates_at_int32_max():
+    # total_clipped counts clipped elements so far and saturates at 2³¹ − 1 instead of wrapping.
+    tx = gf.scale_by_spam(threshold=10.0, reset_interval=0, clip_start=1)
+    s = tx.init({"x": jnp.zeros(3, jnp.float32)})
+    _, s = tx.update({"x": jnp.ones(3, jnp.float32)}, s)  # step 1: v = 0, nothing to clip against
+    imax = np.iinfo(np.int32).max
+    s = s._replace(total_clipped=jnp.asarray(imax - 1, jnp.int32))
+    _, s = tx.update({"x": jnp.full(3, 1e3, jnp.float32)}, s)  # g² = 1e6 > 10·v = 0.01: all 3 clipped
+    assert int(s.num_clipped) == 3 and int(s.total_clipped) == imax
+    _, s = tx.update({"x": jnp.full(3, 1e4, jnp.float32)}, s)
+    assert int(s.num_clipped) == 3 and int(s.total_clipped) == imax
