@@ -247,3 +247,13 @@ def test_count_counts_every_update_skipped_or_not():
         assert bool(s.found_inf) == (not ok)
     # three backoffs (8 → 1) and a tracker of the two finite steps since the last one
     assert float(s.scale) == 1.0 and int(s.growth_tracker) == 2
+
+
+def test_overflow_is_judged_on_the_scaled_gradient_as_torch_does():
+    # torch's _amp_foreach_non_finite_check_and_unscale_ checks g_S, then multiplies by 1/S. Below
+    # S = 1 a finite g_S can unscale to inf; that step is not a found_inf one (the inner sees inf).
+    tx = gf.dynamic_loss_scale(gf.sgd(1.0), init_scale=0.5)
+    p = {"x": jnp.zeros(2)}
+    u, s = tx.update({"x": jnp.asarray([3e38, 1.0], jnp.float32)}, tx.init(p), p)
+    assert not bool(s.found_inf) and int(s.num_skipped) == 0 and float(s.scale) == 0.5
+    assert np.isneginf(float(u["x"][0])) and float(u["x"][1]) == -2.0
