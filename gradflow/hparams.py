@@ -76,15 +76,12 @@ def _number(fn: str, name: str, value: Any, schedule: bool = False) -> float | N
     if isinstance(value, (bool, np.bool_)) or (hasattr(value, "dtype") and jnp.dtype(value.dtype) == jnp.bool_):
         # sgd(0.1, True) means nesterov, not momentum=1.0: a boolean is not a number here.
         raise ValueError(f"{fn}: {name} must be a number or a schedule, got {value!r}")
-    if not isinstance(value, (int, float)):
-        try:
-            if isinstance(value, (str, bytes)):
-                raise TypeError  # float("0.1") would accept a string
-            value = float(value)  # numpy / 0-d jax scalars
-        except (TypeError, ValueError):
-            raise ValueError(f"{fn}: {name} must be a number or a schedule, got {value!r}") from None
     try:
-        value = float(value)
+        if isinstance(value, (str, bytes)):
+            raise TypeError  # float("0.1") would accept a string
+        value = float(value)  # Python and NumPy numbers, 0-d jax arrays
+    except (TypeError, ValueError):
+        raise ValueError(f"{fn}: {name} must be a number or a schedule, got {value!r}") from None
     except OverflowError:  # an int beyond float64's range (10**400)
         raise ValueError(f"{fn}: {name} must be a number within float64's range, got {value!r}") from None
     if math.isnan(value):

@@ -469,8 +469,8 @@ def scale_by_spam(
         if clip_by_v:
             theta = hparams.as_scalar(threshold, rd)
             limit = jnp.real(v) * theta
-            # An injected θ = 0 clips nothing; nor does a v = 0, which has seen no gradient to measure a spike by.
-            mask = clip_on & (theta != 0) & (limit > 0) & (tree_lib.abs_sq(gc) > limit)
+            # θ·v = 0 clips nothing: an injected θ = 0, or a v = 0 that has seen no gradient to measure a spike by.
+            mask = clip_on & (limit > 0) & (tree_lib.abs_sq(gc) > limit)
             return jnp.where(mask, jnp.sign(gc) * jnp.sqrt(limit), gc), mask, big_ema
         return gc, None, big_ema
 
