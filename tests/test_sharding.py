@@ -34,20 +34,15 @@ def test_state_sharding_rejects_mismatched_sharding_tree():
         gf.state_sharding(gf.sgd(0.1, momentum=0.9), params, {"w": params["w"].sharding})
 
 
-def run_on_eight_devices(*args: str) -> None:
-    """Run pytest with ``args`` on 8 simulated CPU devices, in a subprocess; every test must pass."""
+def test_eight_device_suite_in_subprocess():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", GRADFLOW_MULTIDEVICE="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", str(ROOT / "tests" / "multidevice")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
-
-
-def test_eight_device_suite_in_subprocess():
-    run_on_eight_devices(str(ROOT / "tests" / "multidevice"))
 
 
 @pytest.mark.parametrize(
