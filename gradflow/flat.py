@@ -33,12 +33,6 @@ class FlattenSmallState(NamedTuple):
     # each per-parameter buffer holds the large leaves' shapes and dtypes, and one
     # [total size of the small leaves of that dtype] buffer per dtype
     inner_state: Any
-    # int32 scalars, one per packed leaf that shares its shape with another leaf of its
-    # dtype (dtype by dtype, then in tree order): where the leaf starts in its buffer.
-    # Fixed by the shapes; kept as run-time values so that XLA compiles one kernel per
-    # repeated shape to cut them out, not one per leaf. A leaf with a shape of its own
-    # is cut by a static slice and needs none (each offset is an argument of every step).
-    offsets: tuple
 
 
 def _is_per_leaf(state: Any) -> bool:
@@ -109,22 +103,21 @@ def _pack(leaves: list, layout: _Layout) -> dict:
     return {"large": tuple(leaves[i] for i in layout.large), "flat": tuple(flat)}
 
 
-def _unpack(packed: dict, layout: _Layout, like: list, offsets: tuple) -> list:
+def _unpack(packed: dict, layout: _Layout, like: list) -> list:
     out: list = [None] * len(layout.shapes)
     for i, x in zip(layout.large, packed["large"]):
         out[i] = x
-    k = 0
     for (_, idx), buf in zip(layout.groups, packed["flat"]):
-        offset = 0
-        for i, repeated in zip(idx, _repeated(layout, idx)):
-            size = int(np.prod(layout.shapes[i], dtype=np.int64))
-            if repeated:  # one kernel for all leaves of this shape
-                part = jax.lax.dynamic_slice(buf, (offsets[k],), (size,))
-                k += 1
+        repeated = _repeated(layout, idx)
+        sizes = [int(np.prod(layout.shapes[i], dtype=np.int64)) for i in idx]
+        starts = np.cumsum([0] + sizes[:-1]).tolist()
+        dynamic = iter(_run_time([o for o, r in zip(starts, repeated) if r], buf))
+        for i, r, start, size in zip(idx, repeated, starts, sizes):
+            if r:  # one kernel for all leaves of this shape, the start its argument
+                part = jax.lax.dynamic_slice(buf, (next(dynamic),), (size,))
             else:  # a shape of its own: a static slice, which runs faster
-                part = buf[offset : offset + size]
+                part = buf[start : start + size]
             out[i] = part.reshape(layout.shapes[i]).astype(like[i].dtype)
-            offset += size
     return out
 
 
@@ -134,18 +127,36 @@ def _repeated(layout: _Layout, idx: tuple) -> list:
     return [counts[layout.shapes[i]] > 1 for i in idx]
 
 
-def _offset_values(layout: _Layout) -> list:
-    """Where each packed leaf of a repeated shape starts in its buffer (the state's ``offsets``)."""
-    out = []
+def _run_time(values: list, buf: jax.Array) -> tuple:
+    """``values`` as int32 scalars that XLA's CPU compiler cannot fold into constants.
+
+    Leaves of one shape are then cut out by one compiled kernel that takes the
+    start as an argument, not by one kernel per leaf (which on hundreds of leaves
+    costs seconds of compile time). Both branches of a conditional on a run-time
+    predicate (``b == b`` for the buffer's first element b, false only for NaN)
+    return the values, so XLA keeps them as run-time scalars; on a CPU the
+    conditional costs nothing. On other platforms (where a conditional makes a
+    GPU wait for its host), and for a buffer of integers (whose ``b == b`` XLA
+    folds), they stay constants and each leaf is a static slice.
+    """
+    def constants(*_):
+        return tuple(jnp.int32(v) for v in values)
+
+    if not values or not jnp.issubdtype(buf.dtype, jnp.inexact):
+        return constants()
+
+    def on_cpu(b):
+        return jax.lax.cond(b == b, constants, constants)
+
+    return jax.lax.platform_dependent(buf[0], cpu=on_cpu, default=constants)
+
+
+def _check_offsets(layout: _Layout) -> None:
+    """Refuse a buffer longer than int32 starts reach."""
     for _, idx in layout.groups:
-        offset = 0
-        for i, repeated in zip(idx, _repeated(layout, idx)):
-            if repeated:
-                out.append(offset)
-            offset += int(np.prod(layout.shapes[i], dtype=np.int64))
-        if offset > np.iinfo(np.int32).max:
-            raise ValueError(f"flatten_small: the small leaves hold {offset} elements, more than int32 offsets reach")
-    return out
+        total = sum(int(np.prod(layout.shapes[i], dtype=np.int64)) for i in idx)
+        if total > np.iinfo(np.int32).max:
+            raise ValueError(f"flatten_small: the small leaves hold {total} elements, more than int32 offsets reach")
 
 
 def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> GradientTransformation:
@@ -222,7 +233,8 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
                 f"flatten_small: tx holds {found[0]}, whose math is per leaf and would treat a packed buffer "
                 "as one leaf; chain it outside flatten_small"
             )
-        return FlattenSmallState(inner_state=inner, offsets=tuple(jnp.asarray(o, jnp.int32) for o in _offset_values(layout)))
+        _check_offsets(layout)
+        return FlattenSmallState(inner_state=inner)
 
     def update_fn(updates, state, params=None, **extra_args):
         leaves = jax.tree.leaves(updates)
@@ -230,8 +242,8 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
         _check_unsharded("flatten_small", leaves, layout, max_size)
         packed_params = None if params is None else _pack(layout.treedef.flatten_up_to(params), layout)
         new, inner = tx.update(_pack(leaves, layout), state.inner_state, packed_params, **extra_args)
-        out = _unpack(new, layout, leaves, state.offsets)
-        return jax.tree.unflatten(layout.treedef, out), FlattenSmallState(inner, state.offsets)
+        out = _unpack(new, layout, leaves)
+        return jax.tree.unflatten(layout.treedef, out), FlattenSmallState(inner)
 
     return GradientTransformation(init_fn, update_fn)
 

@@ -136,7 +136,7 @@ def _assign_packed(node: flat.FlattenSmallState, params: Any, shardings: list, r
                 )
     packed_shardings = {"large": tuple(shardings[i] for i in layout.large), "flat": (replicated,) * len(layout.groups)}
     inner = _assign(node.inner_state, None, packed, jax.tree.leaves(packed_shardings), replicated)
-    return flat.FlattenSmallState(inner, tuple(replicated for _ in node.offsets))
+    return flat.FlattenSmallState(inner)
 
 
 def state_sharding(tx: GradientTransformation, params: Any, params_sharding: Any = None) -> Any:

@@ -124,7 +124,7 @@ def test_small_leaves_live_in_one_buffer_per_dtype():
     assert [x.shape for x in mu["large"]] == [SHAPES["w0"], SHAPES["w3"]]
     small_f32 = sum(int(np.prod(s)) for k, s in SHAPES.items() if k not in ("w0", "w3", "h"))
     assert [(x.shape, x.dtype) for x in mu["flat"]] == [((24,), jnp.bfloat16), ((small_f32,), jnp.float32)]
-    assert len(state.offsets) == 2  # w1 and w2 share a shape; every other small leaf has a static slice
+    assert state == gf.FlattenSmallState(inner_state=state.inner_state)  # the layout is not part of the state
 
 
 def test_every_leaf_is_large_with_max_size_zero_but_empty_ones():
@@ -167,6 +167,35 @@ def test_leaves_after_a_repeated_shape_are_cut_from_their_own_place():
         u, _ = update(g, tx.init(params))
         for k in g:
             np.testing.assert_array_equal(np.asarray(u[k]), np.asarray(g[k]), err_msg=k)
+
+
+def test_leaves_of_one_shape_are_cut_by_one_kernel_with_a_run_time_start_on_cpu():
+    # XLA compiles one kernel for all leaves of one shape only if their starts are not
+    # constants; a constant start per leaf compiles one kernel per leaf (seconds on hundreds)
+    params = {f"w{i}": jnp.zeros((4, 4)) for i in range(6)}
+    tx = gf.flatten_small(gf.identity())
+    compiled = jax.jit(tx.update).lower(params, tx.init(params)).compile().as_text()
+    assert jax.default_backend() == "cpu"
+    assert "conditional(" in compiled and "dynamic-slice(" in compiled
+
+
+def test_a_nan_first_element_does_not_move_the_other_leaves():
+    # the run-time starts come from a conditional on b == b for the buffer's first element b
+    params = {"a": jnp.zeros(3), "b": jnp.zeros(3), "c": jnp.zeros(3)}
+    g = {"a": jnp.array([jnp.nan, 1.0, 2.0]), "b": jnp.array([3.0, 4.0, 5.0]), "c": jnp.array([6.0, 7.0, 8.0])}
+    tx = gf.flatten_small(gf.identity())
+    u, _ = jax.jit(tx.update)(g, tx.init(params))
+    for k in g:
+        np.testing.assert_array_equal(np.asarray(u[k]), np.asarray(g[k]), err_msg=k)
+
+
+def test_integer_leaves_of_one_shape_are_cut_from_their_own_place():
+    params = {"a": jnp.zeros(3, jnp.int32), "b": jnp.zeros(3, jnp.int32)}
+    g = {"a": jnp.arange(3, dtype=jnp.int32), "b": 10 + jnp.arange(3, dtype=jnp.int32)}
+    tx = gf.flatten_small(gf.identity())
+    u, _ = jax.jit(tx.update)(g, tx.init(params))
+    for k in g:
+        np.testing.assert_array_equal(np.asarray(u[k]), np.asarray(g[k]), err_msg=k)
 
 
 def test_protect_goes_around_flatten_small():
@@ -242,3 +271,10 @@ def test_value_reaches_the_inner_transform():
     assert not np.allclose(np.asarray(want["w1"]), np.asarray(tree(1)["w1"]))  # the scale did shrink
     for k in SHAPES:
         np.testing.assert_array_equal(np.asarray(updates[k], np.float32), np.asarray(want[k], np.float32))
+
+
+def test_small_leaves_beyond_int32_starts_are_refused():
+    tx = gf.flatten_small(gf.sgd(0.1), max_size=2**30)
+    params = {k: jax.ShapeDtypeStruct((2**30,), jnp.float32) for k in "abc"}
+    with pytest.raises(ValueError, match="flatten_small: the small leaves hold 3221225472 elements, more than int32"):
+        jax.eval_shape(tx.init, params)
