@@ -5,8 +5,10 @@ step ``(params, state, grads) -> (params, state)`` with the parameter and state
 buffers donated, as a real training step does. Reports the median over
 ``--steps`` timed steps after warm-up, the compile time, the effective memory
 bandwidth (bytes the step must move / time), the ratio to optax, and the
-ratio to the floor: the bytes moved at the copy bandwidth measured in the
-same run.
+ratio to the floor: the bytes moved at the bandwidth of a donated copy pass
+over as many float32 as the tree holds, timed in turn with the JAX steps of
+the same case (so a machine whose memory bandwidth drifts during the run, as a
+shared VM's does, moves the floor with it).
 
 Besides one large leaf and a stacked transformer, the workloads include trees
 of many small leaves of varied shapes (300 and 1000), 600 leaves of one shape,
@@ -188,43 +190,44 @@ def time_interleaved(runs: dict[str, Callable[[], None]], steps: int, warmup: in
 
 def time_libraries(
     factories: dict[str, Callable], shapes: list[tuple[int, ...]], steps: int, interleaved: bool
-) -> tuple[dict[str, float], dict[str, float]]:
-    """(median seconds per step, compile seconds) of each library's transform on ``shapes``.
+) -> tuple[dict[str, float], dict[str, float], float]:
+    """(median seconds per step, compile seconds) of each library's transform on ``shapes``, and the
+    median seconds of a copy pass over as many float32 as the tree holds, timed in turn with the steps.
 
-    Interleaved: all compiled first, their steps taken in turn. Otherwise one at a
-    time, each executable freed before the next compiles (see MAX_INTERLEAVED_LEAVES).
+    Interleaved: all compiled first, their steps and the copy taken in turn. Otherwise one library at
+    a time, in turn with the copy, each executable freed before the next compiles (see
+    MAX_INTERLEAVED_LEAVES); the copy's time is then the median over the libraries.
     """
+    copy = copy_runner(sum(int(np.prod(s)) for s in shapes))
     compile_s: dict[str, float] = {}
     if interleaved:
         runs = {}
         for lib, make in factories.items():
             runs[lib], compile_s[lib] = compile_jax(make(), shapes)
-        return time_interleaved(runs, steps), compile_s
-    measured: dict[str, float] = {}
+        measured = time_interleaved({**runs, "copy": copy}, steps)
+        return measured, compile_s, measured.pop("copy")
+    measured, copies = {}, []
     for lib, make in factories.items():
         run, compile_s[lib] = compile_jax(make(), shapes)
-        measured.update(time_interleaved({lib: run}, steps))
+        t = time_interleaved({lib: run, "copy": copy}, steps)
+        copies.append(t.pop("copy"))
+        measured.update(t)
         del run
         gc.collect()
         jax.clear_caches()
-    return measured, compile_s
+    return measured, compile_s, statistics.median(copies)
 
 
-def copy_bandwidth(n: int, steps: int) -> float:
-    """Bytes/second of a donated elementwise pass over ``n`` float32 (read 4 B, write 4 B)."""
-    x = jnp.ones((n,), jnp.float32)
-    f = jax.jit(lambda x: x + 1.0, donate_argnums=0)
-    f = f.lower(x).compile()
-    for _ in range(3):
-        x = f(x)
-    x.block_until_ready()
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        x = f(x)
-        x.block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 8 * n / statistics.median(times)
+def copy_runner(n: int) -> Callable[[], None]:
+    """A function running one donated elementwise pass over ``n`` float32 (read 4 B, write 4 B per element)."""
+    box = [jnp.ones((n,), jnp.float32)]
+    f = jax.jit(lambda x: x + 1.0, donate_argnums=0).lower(box[0]).compile()
+
+    def run() -> None:
+        box[0] = f(box[0])
+        box[0].block_until_ready()
+
+    return run
 
 
 def torch_factories():
@@ -307,9 +310,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.workloads:
         loads = {k: loads[k] for k in args.workloads.split(",")}
     shapes_of = {k: make() for k, make in loads.items()}
-    largest = max(sum(int(np.prod(s)) for s in shapes) for shapes in shapes_of.values())
-    bw = copy_bandwidth(largest, steps)
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; copy bandwidth {bw / 1e9:.2f} GB/s (donated x+1 over {largest / 1e6:.0f}M float32)")
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
 
     rows = []
     argv_used = sys.argv[1:] if argv is None else argv
@@ -317,19 +318,20 @@ def main(argv: list[str] | None = None) -> dict:
         "command": shlex.join(["python", "benchmarks/step_bench.py", *argv_used]),
         "jax": jax.__version__, "optax": optax.__version__, "torch": getattr(torch, "__version__", None),
         "platform": jax.devices()[0].platform, "device": str(jax.devices()[0].device_kind),
-        "machine": platform.machine(), "copy_GBps": bw / 1e9, "timed_steps": steps, "rows": rows,
+        "machine": platform.machine(), "timed_steps": steps, "rows": rows,
     }
     for load, shapes in shapes_of.items():
         n = sum(int(np.prod(s)) for s in shapes)
         many = len(shapes) >= 150 and n / len(shapes) < 1e5
         for name in names if args.only or not many else [m for m in names if m in MANY_LEAF_OPTIMIZERS]:
             gf_factory, optax_factory, bytes_per = OPTIMIZERS[name]
-            floor = bytes_per * n / bw
             factories = {"gradflow": gf_factory, "gradflow-flat": lambda f=gf_factory: gf.flatten_small(f())}
             if optax_factory is not None:
                 factories["optax"] = optax_factory
             interleaved = len(shapes) <= MAX_INTERLEAVED_LEAVES
-            measured, compile_s = time_libraries(factories, shapes, steps, interleaved)
+            measured, compile_s, copy_t = time_libraries(factories, shapes, steps, interleaved)
+            bw = 8 * n / copy_t  # bytes per second of the copy, timed in turn with the steps
+            floor = bytes_per * n / bw
             for mode in ("foreach", "fused"):
                 if name in torch_opts:
                     t = time_torch(torch, torch_opts[name], shapes, steps, mode, args.device)
@@ -343,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "median_ms": 1e3 * t, "compile_s": c, "GBps": bytes_per * n / t / 1e9,
                     "ratio_to_optax": t / optax_t if optax_t else None,
                     "compile_ratio_to_optax": c / compile_s["optax"] if c is not None and "optax" in compile_s else None,
-                    "ratio_to_floor": t / floor, "floor_fraction": floor / t,
+                    "ratio_to_floor": t / floor, "floor_fraction": floor / t, "copy_GBps": bw / 1e9,
                     "interleaved": lib in compile_s and interleaved,
                 })
             r = rows[-len(measured):]
