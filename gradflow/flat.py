@@ -136,13 +136,13 @@ def _run_time(values: list, buf: jax.Array) -> tuple:
     predicate (``b == b`` for the buffer's first element b, false only for NaN)
     return the values, so XLA keeps them as run-time scalars; on a CPU the
     conditional costs nothing. On other platforms (where a conditional makes a
-    GPU wait for its host), and for a buffer of integers (whose ``b == b`` XLA
-    folds), they stay constants and each leaf is a static slice.
+    GPU wait for its host), for a buffer of integers (whose ``b == b`` XLA
+    folds) and for an empty one, they stay constants and each leaf is a static slice.
     """
     def constants(*_):
         return tuple(jnp.int32(v) for v in values)
 
-    if not values or not jnp.issubdtype(buf.dtype, jnp.inexact):
+    if not values or buf.size == 0 or not jnp.issubdtype(buf.dtype, jnp.inexact):
         return constants()
 
     def on_cpu(b):

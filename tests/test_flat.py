@@ -189,6 +189,24 @@ def test_a_nan_first_element_does_not_move_the_other_leaves():
         np.testing.assert_array_equal(np.asarray(u[k]), np.asarray(g[k]), err_msg=k)
 
 
+@pytest.mark.parametrize("max_size", [0, 1 << 16])
+@pytest.mark.parametrize("jit", [False, True])
+def test_two_empty_leaves_of_one_shape_come_back_empty(max_size, jit):
+    # the run-time starts read the buffer's first element: an empty buffer has none
+    params = {"a": jnp.zeros((0,)), "b": jnp.zeros((0,))}
+    tx = gf.flatten_small(gf.identity(), max_size=max_size)
+    update = jax.jit(tx.update) if jit else tx.update
+    updates, _ = update(params, tx.init(params))
+    assert jax.tree.map(lambda x: x.shape, updates) == {"a": (0,), "b": (0,)}
+
+
+def test_two_empty_leaves_of_one_shape_beside_a_large_one():
+    params = {"a": jnp.zeros((2, 0)), "b": jnp.zeros((2, 0)), "w": jnp.zeros((300, 300))}
+    tx = gf.flatten_small(gf.adam(1e-3), max_size=1000)
+    updates, _ = jax.jit(tx.update)(params, tx.init(params), params)
+    assert updates["a"].shape == (2, 0) and updates["b"].shape == (2, 0)
+
+
 def test_integer_leaves_of_one_shape_are_cut_from_their_own_place():
     params = {"a": jnp.zeros(3, jnp.int32), "b": jnp.zeros(3, jnp.int32)}
     g = {"a": jnp.arange(3, dtype=jnp.int32), "b": 10 + jnp.arange(3, dtype=jnp.int32)}
