@@ -8,6 +8,7 @@ naming the function, the argument and the value, e.g.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, Union
@@ -26,6 +27,16 @@ def _schedule_name(schedule: Any) -> str:
     return getattr(schedule, "__qualname__", None) or getattr(schedule, "__name__", None) or repr(schedule)
 
 
+def _takes_one_argument(f: Callable) -> bool:
+    try:
+        inspect.signature(f).bind(0)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to read (some builtins): let the call decide
+        pass
+    return True
+
+
 def call_schedule(schedule: Schedule, count: Any, fn: str | None = None, name: str | None = None) -> Any:
     """``schedule(count)``, refusing a value that is not a scalar.
 
@@ -34,10 +45,12 @@ def call_schedule(schedule: Schedule, count: Any, fn: str | None = None, name: s
     so it raises ``ValueError`` when the update is traced, naming the schedule,
     and the function and argument it was given for when known.
     """
+    where = f"{fn}: {name or 'schedule'}" if fn else (name or "schedule")
+    if not _takes_one_argument(schedule):  # a function of no argument, or of two
+        raise TypeError(f"{where}: the schedule {_schedule_name(schedule)} must take one argument, the step")
     value = schedule(count)
     shape = jnp.shape(value)
     if shape != jnp.shape(count):
-        where = f"{fn}: {name or 'schedule'}" if fn else (name or "schedule")
         raise ValueError(
             f"{where}: the schedule {_schedule_name(schedule)} returned an array of shape {shape} at a step of "
             f"shape {jnp.shape(count)}; a schedule must return one number per step"

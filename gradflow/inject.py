@@ -157,9 +157,7 @@ def inject_hyperparams(
       >>> round(float(updates[0]), 4), round(float(gf.current_hyperparams(state)["learning_rate"]), 4)
       (-0.02, 0.01)
     """
-    if isinstance(static_args, str):
-        static_args = (static_args,)
-    static_names = set(static_args)
+    static_names = _check_arguments(factory, static_args, hyperparam_dtype)
     sig = inspect.signature(factory)
     unknown = static_names - set(sig.parameters)
     if unknown:
@@ -184,6 +182,22 @@ def inject_hyperparams(
         return _injected(rebuild, name, numeric, scheduled, state_type, hyperparam_dtype)
 
     return wrapped
+
+
+def _check_arguments(factory: Any, static_args: Any, hyperparam_dtype: Any) -> set:
+    """The names in ``static_args``; ``ValueError`` for a factory, names or dtype that cannot be used."""
+    if not callable(factory):
+        raise ValueError(f"inject_hyperparams: factory must be a function returning a transform, got {factory!r}")
+    names = (static_args,) if isinstance(static_args, str) else static_args
+    if not isinstance(names, Iterable) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"inject_hyperparams: static_args must be a name or names of arguments, got {static_args!r}")
+    try:
+        floating = hyperparam_dtype is None or jnp.issubdtype(jnp.dtype(hyperparam_dtype), jnp.floating)
+    except TypeError:
+        floating = False
+    if not floating:  # an integer dtype would store 0.9 as 0
+        raise ValueError(f"inject_hyperparams: hyperparam_dtype must be a floating dtype, got {hyperparam_dtype!r}")
+    return set(names)
 
 
 def _injected_arguments(sig: inspect.Signature, bound: inspect.BoundArguments, static_names: set) -> tuple:
@@ -297,6 +311,27 @@ def current_hyperparams(state: Any) -> dict[str, jnp.ndarray]:
     return out
 
 
+def _is_real_scalar(value: Any) -> bool:
+    """A real number: a Python or NumPy int or float, or a 0-d integer or floating array (traced too)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if hasattr(value, "dtype"):
+        dtype = jnp.dtype(value.dtype)
+        return np.ndim(value) == 0 and (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating))
+    return isinstance(value, (int, float))
+
+
+def _check_integer_slots(state: Any, values: dict) -> None:
+    """Refuse a value that an integer slot would round (optax keeps an int it was given as an int)."""
+    for k, v in values.items():
+        dtype = jnp.result_type(state.hyperparams[k])
+        if not jnp.issubdtype(dtype, jnp.inexact) and not isinstance(v, jax.core.Tracer) and float(np.asarray(v, dtype)) != float(v):
+            raise ValueError(
+                f"set_hyperparams: {k} is stored as {dtype}, which would round {v!r}; "
+                "build the transform with a float to set it to fractions"
+            )
+
+
 def set_hyperparams(state: Any, **values: Any) -> Any:
     """A copy of ``state`` whose injected hyperparameters take ``values`` from the next update on.
 
@@ -312,9 +347,12 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
 
     Raises:
       ValueError: a name that no injected state holds; a value that is not a
-        scalar (an array would become a per-coordinate hyperparameter); a
-        hyperparameter given as a schedule (the schedule sets it at every update,
-        so a set value would be ignored); a value the factory refuses.
+        real scalar number (an array would become a per-coordinate
+        hyperparameter; a string, ``None`` or a complex number is not a number);
+        a hyperparameter given as a schedule, in gradflow's state or optax's
+        (the schedule sets it at every update, so a set value would be ignored);
+        a fraction for a hyperparameter optax stores as an integer; a value the
+        factory refuses.
     """
     found = _inject_states(state)
     names = {k for s in found for k in s.hyperparams}
@@ -322,11 +360,14 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     if unknown:
         raise ValueError(f"set_hyperparams: no injected hyperparameter named {sorted(unknown)}; have {sorted(names)}")
     for k, v in values.items():
-        if isinstance(v, (bool, np.bool_)) or np.ndim(v) != 0:
+        if not _is_real_scalar(v):
             raise ValueError(f"set_hyperparams: {k} must be a scalar number, got {v!r}")
     for s in found:
         mine = {k: v for k, v in values.items() if k in s.hyperparams}
-        scheduled = sorted(set(mine) & getattr(type(s), "_scheduled", frozenset()))
+        _check_integer_slots(s, mine)
+        # gradflow's states name their schedules in their type, optax's in hyperparams_states
+        by_schedule = getattr(type(s), "_scheduled", None) or set(getattr(s, "hyperparams_states", None) or ())
+        scheduled = sorted(set(mine) & by_schedule)
         if scheduled:
             raise ValueError(
                 f"set_hyperparams: {scheduled} follow a schedule, which sets them at every update; "

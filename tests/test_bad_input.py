@@ -320,6 +320,23 @@ def test_row_schedule_returning_an_array(build, where):
     assert where in str(info.value) and "_per_leaf" in str(info.value), str(info.value)
 
 
+def _no_step():
+    return 0.1
+
+
+@pytest.mark.parametrize("build, where", [r[1:] for r in WRONG_SHAPE_SCHEDULE], ids=[r[0] for r in WRONG_SHAPE_SCHEDULE])
+def test_row_schedule_of_another_arity(build, where):
+    """A function that does not take the step is refused when first called, naming the schedule and the argument."""
+
+    def step(params):
+        tx = build(_no_step)
+        return tx.update(params, tx.init(params), params, value=jnp.float32(1.0))
+
+    with pytest.raises(TypeError, match="the schedule _no_step must take one argument, the step") as info:
+        jax.jit(step)({"w": jnp.ones((3,))})
+    assert where.replace("_per_leaf", "_no_step") in str(info.value), str(info.value)
+
+
 def test_row_schedule_on_an_array_of_steps_is_fine():
     """A schedule evaluated elementwise on an array of steps returns that array's shape; no error."""
     assert gf.hparams.value_at(gf.cosine_decay_schedule(0.1, 10), jnp.arange(4)).shape == (4,)

@@ -487,3 +487,74 @@ def test_two_builds_with_equal_mask_trees_give_states_of_one_type():
     assert type(other) is not type(a)  # a different mask is a different configuration
     with pytest.raises(ValueError, match=r"set_hyperparams: adamw: b1 must be in \[0, 1\)"):
         gf.set_hyperparams(b, b1=1.0)
+
+
+# Bad arguments are refused with the function, the argument and the value.
+
+
+def test_an_integer_hyperparam_dtype_is_refused():
+    # int32 would store lr=1e-3, b1=0.9, b2=0.999 as 0: every update 0
+    with pytest.raises(ValueError, match=r"inject_hyperparams: hyperparam_dtype must be a floating dtype, got .*int32"):
+        gf.inject_hyperparams(gf.adam, hyperparam_dtype=jnp.int32)
+
+
+def test_a_hyperparam_dtype_that_is_no_dtype_is_refused_when_wrapping():
+    with pytest.raises(ValueError, match=r"inject_hyperparams: hyperparam_dtype must be a floating dtype, got 'foo'"):
+        gf.inject_hyperparams(gf.adam, hyperparam_dtype="foo")
+
+
+@pytest.mark.parametrize("bad", [5, [1], ("mask", 2)])
+def test_static_args_that_are_not_names_are_refused(bad):
+    with pytest.raises(ValueError, match=r"inject_hyperparams: static_args must be a name or names of arguments, got "):
+        gf.inject_hyperparams(gf.adamw, static_args=bad)
+
+
+def test_a_factory_that_is_not_callable_is_refused():
+    with pytest.raises(ValueError, match=r"inject_hyperparams: factory must be a function returning a transform, got 5"):
+        gf.inject_hyperparams(5)
+
+
+def test_a_schedule_of_no_argument_is_refused_with_its_argument_named():
+    with pytest.raises(TypeError, match=r"inject_hyperparams\(sgd\): learning_rate: the schedule .*lambda.* must take one argument"):
+        gf.inject_hyperparams(gf.sgd)(lambda: 0.1)
+
+
+def test_a_schedule_of_two_arguments_is_refused_by_the_optimizer():
+    tx = gf.sgd(lambda step, other: 0.1)
+    params = jnp.ones(2)
+    with pytest.raises(TypeError, match=r"learning_rate: the schedule .*lambda.* must take one argument, the step"):
+        tx.update(params, tx.init(params), params)
+
+
+def _adam_state():
+    return gf.inject_hyperparams(gf.adam)(1e-3).init({"w": jnp.ones(3)})
+
+
+@pytest.mark.parametrize("bad", ["0.1", "x", None, 1j, np.complex64(1), jnp.array(1.0 + 0j), [0.1]])
+def test_set_hyperparams_takes_only_real_numbers(bad):
+    # a string is not a number here, as nowhere else in gradflow; None is not NaN
+    with pytest.raises(ValueError, match=r"set_hyperparams: learning_rate must be a scalar number, got "):
+        gf.set_hyperparams(_adam_state(), learning_rate=bad)
+
+
+@pytest.mark.parametrize("good", [0.5, 1, np.float32(0.5), np.int64(2), jnp.array(0.5), jnp.array(2, jnp.int32)])
+def test_set_hyperparams_takes_python_numpy_and_jax_numbers(good):
+    state = gf.set_hyperparams(_adam_state(), learning_rate=good)
+    assert float(gf.current_hyperparams(state)["learning_rate"]) == float(good)
+
+
+def test_set_hyperparams_does_not_round_a_fraction_into_an_integer_slot_of_an_optax_state():
+    # optax.inject_hyperparams keeps learning_rate=1 as int32: 0.5 would be stored as 0
+    state = optax.inject_hyperparams(optax.sgd)(learning_rate=1).init({"w": jnp.ones(3)})
+    with pytest.raises(ValueError, match=r"set_hyperparams: learning_rate is stored as int32, which would round 0.5"):
+        gf.set_hyperparams(state, learning_rate=0.5)
+    assert int(gf.current_hyperparams(gf.set_hyperparams(state, learning_rate=3))["learning_rate"]) == 3
+
+
+def test_set_hyperparams_refuses_a_scheduled_hyperparameter_of_an_optax_state():
+    # optax's state names its schedules in hyperparams_states; a set value would be overwritten
+    sched = optax.linear_schedule(0.1, 0.0, 10)
+    state = optax.inject_hyperparams(optax.sgd)(learning_rate=sched, momentum=0.9).init({"w": jnp.ones(3)})
+    with pytest.raises(ValueError, match=r"set_hyperparams: \['learning_rate'\] follow a schedule"):
+        gf.set_hyperparams(state, learning_rate=0.5)
+    assert float(gf.current_hyperparams(gf.set_hyperparams(state, momentum=0.5))["momentum"]) == 0.5
