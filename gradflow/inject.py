@@ -127,9 +127,10 @@ def inject_hyperparams(
     un-injected ``factory(...)``'s for gradflow's transforms (which compute with
     a hyperparameter only in the update's dtype). One exception on XLA's CPU
     backend: where a sum of two products follows (momentum after an
-    ``eps_in_sqrt`` RMSProp step, or an ε = 0 ``decay_inside_norm`` LARS step),
-    the compiler may fuse the other multiply-add when a factor is a constant,
-    and the two differ in the last bit.
+    ``eps_in_sqrt`` RMSProp step or an ε = 0 ``decay_inside_norm`` LARS step,
+    SPAM's moments after its reset and clip selects), the compiler may fuse the
+    other multiply-add when a factor is a constant, and the two differ in the
+    last bit.
 
     Args:
       factory: a function returning a gradient transformation (gradflow's or optax's).

@@ -101,6 +101,9 @@ CASES = [
     ("lars_decay_inside_norm", gf.lars, dict(learning_rate=0.1, weight_decay=1e-3, eps=1e-9, decay_inside_norm=True)),
     ("lamb", gf.lamb, dict(learning_rate=0.01, weight_decay=0.01)),
     ("scale_by_trust_ratio", gf.scale_by_trust_ratio, dict(trust_coefficient=0.01, weight_decay=0.1)),
+    # The spike remedies of gradflow.spikes (spam, whose moments follow two selects, is a contraction case).
+    ("stable_adamw", gf.stable_adamw, dict(learning_rate=0.01, weight_decay=0.05, clip_threshold=0.5)),
+    ("adam_atan2", gf.adam_atan2, dict(learning_rate=0.01, weight_decay=0.05)),
 ]
 
 
@@ -315,11 +318,14 @@ def test_init_runs_on_shapes_only():
 # XLA's CPU backend contracts a·b + c·d into one fused multiply-add, and which product it
 # fuses can depend on whether a factor is a compile-time constant. Where momentum follows a
 # step that is itself a product (g·rsqrt(v) with eps_in_sqrt, or LARS' α·r·(g + λθ) with
-# ε = 0), the plain and injected builds may then differ in the last bit of a few elements.
+# ε = 0), or SPAM's moments follow its reset and clip selects, the plain and injected
+# builds may then differ in the last bit of a few elements.
 CONTRACTION_CASES = [
     ("rmsprop_eps_in_sqrt_momentum", gf.rmsprop,
      dict(learning_rate=0.01, decay=0.99, centered=True, momentum=0.8, eps_in_sqrt=True, bias_correction=True)),
     ("lars_decay_inside_norm_eps0", gf.lars, dict(learning_rate=0.1, weight_decay=1e-3, decay_inside_norm=True)),
+    # SPAM's m ← β₁·m + (1 − β₁)·g after its reset and clip selects
+    ("spam", gf.spam, dict(learning_rate=0.01, reset_interval=100, warmup_steps=20, clip_start=5)),
 ]
 
 
