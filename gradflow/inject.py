@@ -337,7 +337,9 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
     """A copy of ``state`` whose injected hyperparameters take ``values`` from the next update on.
 
     Each value is cast to the dtype already stored, so the state's structure
-    and dtypes do not change and a jitted step does not compile again.
+    and dtypes do not change and a jitted step does not compile again. A name
+    that several injected states hold (the parts of an ``optax.partition``,
+    say) is set in each of them.
 
     Each value is checked here, as the stored dtype holds it, by the rules (and
     with the messages) the factory applies when it is built:

@@ -532,6 +532,9 @@ def test_a_schedule_of_two_arguments_is_refused_by_the_optimizer():
         tx.update(params, tx.init(params), params)
 
 
+PARAMS_AB = {"w": jnp.ones(3), "b": jnp.ones(2)}
+
+
 def _adam_state():
     return gf.inject_hyperparams(gf.adam)(1e-3).init({"w": jnp.ones(3)})
 
@@ -564,3 +567,15 @@ def test_set_hyperparams_refuses_a_scheduled_hyperparameter_of_an_optax_state():
     with pytest.raises(ValueError, match=r"set_hyperparams: \['learning_rate'\] follow a schedule"):
         gf.set_hyperparams(state, learning_rate=0.5)
     assert float(gf.current_hyperparams(gf.set_hyperparams(state, momentum=0.5))["momentum"]) == 0.5
+
+
+def test_set_hyperparams_sets_a_name_in_every_injected_state_that_holds_it():
+    tx = optax.partition(
+        {"a": gf.inject_hyperparams(gf.sgd)(learning_rate=0.1), "b": gf.inject_hyperparams(gf.adam)(learning_rate=0.2)},
+        {"w": "a", "b": "b"},
+    )
+    state = gf.set_hyperparams(tx.init(PARAMS_AB), learning_rate=0.05)
+    found = [s for s in jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, "hyperparams")) if hasattr(s, "hyperparams")]
+    assert len(found) == 2 and all(s.hyperparams["learning_rate"] == np.float32(0.05) for s in found)
+    with pytest.raises(ValueError, match="current_hyperparams: two injected states both hold 'learning_rate'"):
+        gf.current_hyperparams(state)
