@@ -854,7 +854,9 @@ class _CycleTable:
         self = cls()
         self.m, self.log_m = m, math.log(m)
         self.lengths = np.asarray([t0 * m**k for k in range(len(starts))], np.float64)
-        self.ceil_starts = np.asarray([math.ceil(x - 1e-9 * x) for x in starts], np.int64)
+        # ⌈s_k⌉ of s_k less a bound on its float64 rounding (k sums and products of 2⁻⁵³ each, taken
+        # 8 times over), so 201.00000000000003 is 201 and a start near 2³¹ still moves by under 0.01 of a step
+        self.ceil_starts = np.asarray([math.ceil(x - (k + 1) * 2.0**-50 * x) for k, x in enumerate(starts)], np.int64)
         self.offsets = np.asarray(self.ceil_starts - np.asarray(starts), np.float32)  # ⌈s_k⌉ − s_k
         self.last_start, self.last_length = int(self.ceil_starts[-1]), self.lengths[-1]
         self.n_tabled = len(starts)
