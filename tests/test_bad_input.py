@@ -307,33 +307,36 @@ WRONG_SHAPE_SCHEDULE = [
 ]
 
 
-@pytest.mark.parametrize("build, where", [r[1:] for r in WRONG_SHAPE_SCHEDULE], ids=[r[0] for r in WRONG_SHAPE_SCHEDULE])
-def test_row_schedule_returning_an_array(build, where):
-    """Raised when the update is traced (under jit too), naming the schedule and, where known, the argument."""
+def _traced_step(build, schedule) -> None:
+    """One update of ``build(schedule)`` traced under jit."""
 
     def step(params):
-        tx = build(_per_leaf)
+        tx = build(schedule)
         return tx.update(params, tx.init(params), params, value=jnp.float32(1.0))
 
-    with pytest.raises(ValueError, match="returned an array of shape \\(3,\\)") as info:
-        jax.jit(step)({"w": jnp.ones((3,))})
-    assert where in str(info.value) and "_per_leaf" in str(info.value), str(info.value)
+    jax.jit(step)({"w": jnp.ones((3,))})
 
 
 def _no_step():
     return 0.1
 
 
-@pytest.mark.parametrize("build, where", [r[1:] for r in WRONG_SHAPE_SCHEDULE], ids=[r[0] for r in WRONG_SHAPE_SCHEDULE])
+SCHEDULE_ARGUMENTS = dict(argvalues=[r[1:] for r in WRONG_SHAPE_SCHEDULE], ids=[r[0] for r in WRONG_SHAPE_SCHEDULE])
+
+
+@pytest.mark.parametrize("build, where", **SCHEDULE_ARGUMENTS)
+def test_row_schedule_returning_an_array(build, where):
+    """Raised when the update is traced (under jit too), naming the schedule and, where known, the argument."""
+    with pytest.raises(ValueError, match="returned an array of shape \\(3,\\)") as info:
+        _traced_step(build, _per_leaf)
+    assert where in str(info.value) and "_per_leaf" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("build, where", **SCHEDULE_ARGUMENTS)
 def test_row_schedule_of_another_arity(build, where):
     """A function that does not take the step is refused when first called, naming the schedule and the argument."""
-
-    def step(params):
-        tx = build(_no_step)
-        return tx.update(params, tx.init(params), params, value=jnp.float32(1.0))
-
     with pytest.raises(TypeError, match="the schedule _no_step must take one argument, the step") as info:
-        jax.jit(step)({"w": jnp.ones((3,))})
+        _traced_step(build, _no_step)
     assert where.replace("_per_leaf", "_no_step") in str(info.value), str(info.value)
 
 
