@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from gradflow import hparams
 from gradflow import tree as tree_lib
 
 __all__ = ["GradientTransformation", "EmptyState", "chain", "identity", "stateless", "apply_updates"]
@@ -78,6 +79,8 @@ def chain(*transforms: GradientTransformation) -> GradientTransformation:
     Returns:
       A :class:`GradientTransformation`.
     """
+    for i, t in enumerate(transforms):
+        hparams.check_transform("chain", f"transforms[{i}]", t)
     inits = tuple(t.init for t in transforms)
     updates_fns = tuple(t.update for t in transforms)
     filters = tuple(extra_args_filter(u) for u in updates_fns)

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gradflow import hparams
 from gradflow import tree as tree_lib
@@ -212,6 +213,7 @@ def clip(max_delta: hparams.ScalarOrSchedule, *, axis_name: Any = None) -> Gradi
     hparams.check_positive("clip", "max_delta", max_delta, schedule=True)
 
     def init_fn(params):
+        tree_lib.check_real_leaves("clip", params, "complex gradients have no order to clip them to [-c, c] by", ValueError)
         return _diag_init(ClipState, params)
 
     def update_fn(updates, state, params=None, **extra_args):
@@ -361,6 +363,8 @@ def _unit_axes(shape: tuple, axis: Any, pytorch_layout: bool) -> Any:
     """The axes a unit-wise norm reduces over (None: the whole leaf is one unit)."""
     ndim = len(shape)
     if axis is not None:
+        if any(not -ndim <= a < ndim for a in (axis if isinstance(axis, tuple) else (axis,))):
+            raise ValueError(f"adaptive_grad_clip: axis {axis!r} is out of range for a leaf of shape {shape}")
         return axis
     if pytorch_layout:
         return None if ndim <= 1 else tuple(range(1, ndim))
@@ -371,6 +375,14 @@ def _unit_axes(shape: tuple, axis: Any, pytorch_layout: bool) -> Any:
     if ndim == 4:
         return (0, 1, 2)
     return tuple(range(ndim - 1))
+
+
+def _axes(fn: str, axis: Any) -> Any:
+    """``axis`` as None, an int or a tuple of ints; ``ValueError`` for anything else."""
+    axes = tuple(axis) if isinstance(axis, (tuple, list)) else (axis,)
+    if axis is not None and not all(isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_)) for a in axes):
+        raise ValueError(f"{fn}: axis must be None, an int or a tuple of ints, got {axis!r}")
+    return tuple(int(a) for a in axes) if isinstance(axis, (tuple, list)) else axis
 
 
 def unitwise_norm(x: jnp.ndarray, axis: Any = None, pytorch_layout: bool = False) -> jnp.ndarray:
@@ -439,6 +451,7 @@ def adaptive_grad_clip(
     hparams.check_positive("adaptive_grad_clip", "clipping", clipping, schedule=True)
     hparams.check_non_negative("adaptive_grad_clip", "eps", eps)
     hparams.check_flags("adaptive_grad_clip", pytorch_layout=pytorch_layout)
+    axis = _axes("adaptive_grad_clip", axis)
 
     def init_fn(params):
         return _diag_init(AdaptiveGradClipState, params, num_units_clipped=tree_lib.zero_count())
@@ -549,7 +562,7 @@ def autoclip(
       3.0
     """
     hparams.check_range("autoclip", "percentile", percentile, 0.0, 100.0, low_open=True)
-    hparams.check_int("autoclip", "history_size", history_size, 1)
+    hparams.check_int("autoclip", "history_size", history_size, 1, counted=True)
     size = int(history_size)
     q = float(percentile)
 

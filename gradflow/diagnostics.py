@@ -105,6 +105,7 @@ def monitor(
     if learning_rate is not None:
         hparams.check_non_negative("monitor", "learning_rate", learning_rate, schedule=True)
     inner = identity() if inner is None else inner
+    hparams.check_transform("monitor", "inner", inner)
     keep = extra_args_filter(inner.update)
 
     def lr_at(count, inner_state, dt, before=None):

@@ -221,6 +221,7 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
       Deep Learning Library, 2019, https://arxiv.org/abs/1912.01703
     """
     max_size = hparams.check_int("flatten_small", "max_size", max_size, 0)
+    hparams.check_transform("flatten_small", "tx", tx)
 
     def init_fn(params):
         leaves = jax.tree.leaves(params)

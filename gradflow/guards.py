@@ -22,7 +22,7 @@ __all__ = ["ApplyIfFiniteState", "apply_if_finite", "SkipSpikesState", "skip_spi
 
 def select_tree(pred: jnp.ndarray, new: Any, old: Any) -> Any:
     """Leaf by leaf: ``new`` where the scalar ``pred`` holds, else ``old`` (bitwise)."""
-    return jax.tree.map(lambda n, o: jnp.where(pred, n, o).astype(jnp.result_type(o)), new, old)
+    return jax.tree.map(lambda n, o: tree_lib.in_dtype_of(jnp.where(pred, n, o), o), new, old)
 
 
 def zero_unless(pred: jnp.ndarray, updates: Any) -> Any:
@@ -49,7 +49,7 @@ def step_unless_skipped(accept: jnp.ndarray, step, operand: Any, old: Any, axis_
 
     def run(x):
         updates, new = step(x)
-        return updates, jax.tree.map(lambda n, o: n.astype(jnp.result_type(o)), new, old)
+        return updates, jax.tree.map(tree_lib.in_dtype_of, new, old)
 
     def skip(x, stand_in=False):  # stand_in: small operand leaves for zero updates, zeroed after the cond
         shapes, treedef = jax.tree.flatten(jax.eval_shape(run, x)[0])
@@ -129,7 +129,8 @@ def apply_if_finite(
     Parity: ``optax.apply_if_finite(inner, max_consecutive_errors)`` (same let-through
     rule; optax's state fields ``notfinite_count``, ``total_notfinite`` and
     ``last_finite`` are ``num_consecutive_errors``, ``num_not_finite`` and
-    ``not skipped``).
+    ``num_consecutive_errors == 0``; ``not skipped`` differs from ``last_finite``
+    on a non-finite step that is let through).
 
     Examples:
       >>> import jax.numpy as jnp
@@ -145,6 +146,7 @@ def apply_if_finite(
       (0.0, 1)
     """
     hparams.check_int("apply_if_finite", "max_consecutive_errors", max_consecutive_errors, 0, counted=True)
+    hparams.check_transform("apply_if_finite", "inner", inner)
     max_errors = int(max_consecutive_errors)
     keep = extra_args_filter(inner.update)
 
@@ -276,6 +278,7 @@ def skip_spikes(
       [-0.1, -0.11, -0.09, -0.1, 0.0, -0.1]
     """
     fn = "skip_spikes"
+    hparams.check_transform(fn, "inner", inner)
     hparams.check_positive(fn, "threshold", threshold)
     check_window(fn, window, min_samples, max_consecutive_skips)
     size = int(window)

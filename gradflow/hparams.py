@@ -208,6 +208,12 @@ def check_dtypes(fn: str, **dtypes: Any) -> None:
             raise ValueError(f"{fn}: {name} must be None or a floating-point (or complex) dtype, got {value!r}")
 
 
+def check_transform(fn: str, name: str, value: Any) -> None:
+    """Raise ``TypeError`` unless ``value`` is a gradient transformation (gradflow's or optax's: an init and an update)."""
+    if not (callable(getattr(value, "init", None)) and callable(getattr(value, "update", None))):
+        raise TypeError(f"{fn}: {name} must be a gradient transformation (with init and update), got {value!r}")
+
+
 def check_flags(fn: str, **flags: Any) -> None:
     """Raise ``ValueError`` naming the first of ``flags`` that is not a Python or NumPy boolean."""
     for name, value in flags.items():

@@ -104,6 +104,7 @@ def dynamic_loss_scale(
       Micikevicius et al., Mixed Precision Training, ICLR 2018, arXiv:1710.03740.
     """
     fn = "dynamic_loss_scale"
+    hparams.check_transform(fn, "inner", inner)
     # S and the factors are float32 scalars: each must hold its meaning there too.
     hparams.check_positive(fn, "init_scale", init_scale)
     hparams.check_range(fn, "growth_factor", growth_factor, 1.0, float("inf"), low_open=True, high_open=True)

@@ -356,6 +356,7 @@ def protect(
       1
     """
     fn = "protect"
+    hparams.check_transform(fn, "inner", inner)
     if spike_rule not in _RULES:
         raise ValueError(f"{fn}: spike_rule must be one of {_RULES}, got {spike_rule!r}")
     hparams.check_positive(fn, "threshold", threshold)

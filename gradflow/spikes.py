@@ -59,15 +59,6 @@ class ScaleByAdamAtan2State(NamedTuple):
     nu: Any  # like params, in nu_dtype when given: v, the moving average of g²
 
 
-def _check_real_leaves(fn: str, params: Any) -> None:
-    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-        if jnp.issubdtype(leaf.dtype, jnp.complexfloating):
-            raise TypeError(
-                f"{fn}: params leaf {jax.tree_util.keystr(path) or '<root>'} has dtype {leaf.dtype}; "
-                "atan2 needs real leaves"
-            )
-
-
 def scale_by_adam_atan2(
     b1: float = 0.9,
     b2: float = 0.99,
@@ -110,7 +101,7 @@ def scale_by_adam_atan2(
     hparams.check_dtypes(fn, mu_dtype=mu_dtype, nu_dtype=nu_dtype)
 
     def init_fn(params):
-        _check_real_leaves(fn, params)
+        tree_lib.check_real_leaves(fn, params, "atan2 needs real leaves")
         return ScaleByAdamAtan2State(**zero_moments(params, mu_dtype, nu_dtype))
 
     def update_fn(updates, state, params=None, **extra_args):

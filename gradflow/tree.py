@@ -269,9 +269,15 @@ def signed_zeros_like(tree: Any, dtype: Any = None) -> Any:
     return jax.tree.map(zeros, tree)
 
 
+def in_dtype_of(new: Any, old: Any) -> Any:
+    """The array ``new`` in ``old``'s dtype; ``new`` itself where they agree (a typed PRNG key has no ``astype``)."""
+    dtype = jnp.result_type(old)
+    return new if jnp.result_type(new) == dtype else new.astype(dtype)
+
+
 def cast_like(new: Any, old: Any) -> Any:
     """Each array leaf of ``new`` in the dtype of ``old``'s leaf at the same place (other leaves as they are)."""
-    return jax.tree.map(lambda n, o: n.astype(o.dtype) if hasattr(n, "astype") and hasattr(o, "dtype") else n, new, old)
+    return jax.tree.map(lambda n, o: in_dtype_of(n, o) if hasattr(n, "astype") and hasattr(o, "dtype") else n, new, old)
 
 
 def full_like(tree: Any, value: float, dtype: Any = None) -> Any:
@@ -319,6 +325,13 @@ def check_params_given(fn: str, updates: Any, params: Any) -> None:
     if params is None:
         raise ValueError(f"{fn}: update needs params (pass params=...)")
     check_same_shapes(fn, updates, params)
+
+
+def check_real_leaves(fn: str, params: Any, why: str, error: type = TypeError) -> None:
+    """Raise ``error`` naming the first complex leaf of ``params``; ``why`` says what needs real ones."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+        if jnp.issubdtype(leaf.dtype, jnp.complexfloating):
+            raise error(f"{fn}: params leaf {jax.tree_util.keystr(path) or '<root>'} has dtype {leaf.dtype}; {why}")
 
 
 def check_float_leaves(fn: str, tree: Any, what: str = "params") -> None:

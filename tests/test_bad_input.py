@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -200,12 +201,12 @@ def test_row_step_count_beyond_int32(build):
 @pytest.mark.parametrize(
     "build",
     [lambda n: gf.protect(gf.sgd(0.1), window=n), lambda n: gf.skip_spikes(gf.sgd(0.1), window=n),
-     lambda n: gf.clip_update_norm(window=n)],
-    ids=["protect", "skip_spikes", "clip_update_norm"],
+     lambda n: gf.clip_update_norm(window=n), lambda n: gf.autoclip(10.0, history_size=n)],
+    ids=["protect", "skip_spikes", "clip_update_norm", "autoclip"],
 )
 def test_row_step_count_beyond_int32_window(build):
     # A window is indexed by an int32 ring counter (10**12 failed at init, allocating).
-    with pytest.raises(ValueError, match=r"window must be at most 2\*\*31 - 1 = 2147483647 .*got 1000000000000"):
+    with pytest.raises(ValueError, match=r"(window|history_size) must be at most 2\*\*31 - 1 = 2147483647 .*got 1000000000000"):
         build(10**12)
 
 
@@ -377,12 +378,34 @@ def test_row_clip_complex_leaves():
     g = {"z": jnp.asarray([3 + 4j], jnp.complex64)}
     with pytest.raises(ValueError, match="[Cc]omplex"):
         gf.clip(1.0).update(g, gf.clip(1.0).init(g))
+    with pytest.raises(ValueError, match=r"^clip: params leaf \['z'\] has dtype complex64; complex gradients have no order"):
+        gf.clip(1.0).init(g)
 
 
 def test_row_atan2_complex_leaves():
     params = {"z": jnp.asarray([3 + 4j], jnp.complex64)}
     with pytest.raises(TypeError, match=r"adam_atan2: params leaf \['z'\] has dtype complex64; atan2 needs real leaves"):
         gf.adam_atan2(0.1).init(params)
+
+
+@pytest.mark.parametrize(
+    "build, where",
+    [
+        (lambda t: gf.chain(gf.sgd(0.1), t), "chain: transforms[1]"),
+        (lambda t: gf.apply_if_finite(t, 1), "apply_if_finite: inner"),
+        (lambda t: gf.skip_spikes(t), "skip_spikes: inner"),
+        (lambda t: gf.protect(t), "protect: inner"),
+        (lambda t: gf.dynamic_loss_scale(t), "dynamic_loss_scale: inner"),
+        (lambda t: gf.flatten_small(t), "flatten_small: tx"),
+        (lambda t: gf.monitor(t if t is not None else 3), "monitor: inner"),  # monitor(None) watches the updates
+    ],
+    ids=["chain", "apply_if_finite", "skip_spikes", "protect", "dynamic_loss_scale", "flatten_small", "monitor"],
+)
+@pytest.mark.parametrize("bad", [None, 3, gf.adam], ids=["None", "number", "factory"])
+def test_row_not_a_transform(build, where, bad):
+    # a bare AttributeError ('NoneType' object has no attribute 'update') named neither
+    with pytest.raises(TypeError, match=rf"{re.escape(where)} must be a gradient transformation \(with init and update\), got "):
+        build(bad)
 
 
 def test_row_loss_scale_without_dynamic_loss_scale():

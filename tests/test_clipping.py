@@ -580,3 +580,24 @@ def test_clipper_with_state_none_says_what_to_pass(make):
     # Issue 13, item 13: optax's stateless clippers take update(g, None); gradflow's need their state.
     with pytest.raises(TypeError, match=r"update got state=None.*state = tx\.init\(params\)"):
         make().update({"w": jnp.ones(3)}, None, {"w": jnp.ones(3)})
+
+
+@pytest.mark.parametrize("axis, message", [
+    ("x", "axis must be None, an int or a tuple of ints, got 'x'"),  # jnp.sum took it for a mesh axis name
+    (1.5, "axis must be None, an int or a tuple of ints, got 1.5"),
+    (True, "axis must be None, an int or a tuple of ints, got True"),
+    (5, r"axis 5 is out of range for a leaf of shape \(3,\)"),
+    ((0, -2), r"axis \(0, -2\) is out of range for a leaf of shape \(3,\)"),
+])
+def test_adaptive_grad_clip_refuses_axes_that_are_not_axes_of_the_leaves(axis, message):
+    x = jnp.ones(3)
+    with pytest.raises(ValueError, match=rf"adaptive_grad_clip: {message}"):
+        tx = gf.adaptive_grad_clip(0.1, axis=axis)
+        tx.update(x, tx.init(x), x)
+
+
+def test_adaptive_grad_clip_takes_a_list_of_axes_as_a_tuple():
+    g, p = jnp.arange(1.0, 7.0).reshape(2, 3), jnp.ones((2, 3))
+    a = gf.adaptive_grad_clip(0.1, axis=[0])
+    b = gf.adaptive_grad_clip(0.1, axis=(0,))
+    np.testing.assert_array_equal(a.update(g, a.init(p), p)[0], b.update(g, b.init(p), p)[0])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -407,3 +409,57 @@ def test_skip_spikes_passes_the_loss_to_an_inner_transform_that_takes_it():
     p = jnp.ones(2)
     u, _ = tx.update(jnp.ones(2), tx.init(p), p, value=jnp.float32(3.0))
     np.testing.assert_allclose(np.asarray(u), [3.0, 3.0])
+
+
+class _KeyState(NamedTuple):
+    key: jax.Array
+
+
+def _noisy():
+    """A transform whose state holds a new-style typed PRNG key (jax.random.key)."""
+
+    def init(params):
+        del params
+        return _KeyState(jax.random.key(0))
+
+    def update(updates, state, params=None):
+        del params
+        k1, k2 = jax.random.split(state.key)
+        return jax.tree.map(lambda u: u + 0.01 * jax.random.normal(k1, u.shape), updates), _KeyState(k2)
+
+    return gf.GradientTransformation(init, update)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [lambda i: gf.apply_if_finite(i, 2), lambda i: gf.skip_spikes(i, window=4, min_samples=2)],
+    ids=["apply_if_finite", "skip_spikes"],
+)
+def test_guards_accept_typed_prng_key_state_eagerly(wrap):
+    # the new inner state is cast to the old one's dtypes, and a typed key has no astype
+    params = jnp.zeros(2)
+    tx = wrap(_noisy())
+    state = tx.init(params)
+    updates, state = tx.update(jnp.ones(2), state, params)
+    assert updates.shape == (2,)
+    jit_updates, _ = jax.jit(tx.update)(jnp.ones(2), tx.init(params), params)
+    assert jnp.allclose(updates, jit_updates)
+
+
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_apply_if_finite_counters_read_as_optax_state(k):
+    # optax's notfinite_count, total_notfinite and last_finite are num_consecutive_errors,
+    # num_not_finite and num_consecutive_errors == 0 (not `not skipped`: a let-through step is neither)
+    rng = np.random.default_rng(k)
+    params = jnp.ones(3)
+    ours, theirs = gf.apply_if_finite(gf.sgd(0.1), k), optax.apply_if_finite(optax.sgd(0.1), k)
+    s, t = ours.init(params), theirs.init(params)
+    for _ in range(60):
+        g = jnp.asarray(rng.standard_normal(3), jnp.float32)
+        if rng.random() < 0.5:
+            g = g.at[0].set(jnp.nan)
+        _, s = ours.update(g, s, params)
+        _, t = theirs.update(g, t, params)
+        assert int(s.num_consecutive_errors) == int(t.notfinite_count)
+        assert int(s.num_not_finite) == int(t.total_notfinite)
+        assert bool(s.num_consecutive_errors == 0) == bool(t.last_finite)
