@@ -19,7 +19,7 @@ import numpy as np
 
 from gradflow import hparams
 from gradflow.base import GradientTransformation
-from gradflow.tree import group_key
+from gradflow.tree import group_key, in_dtype_of
 
 __all__ = ["FlattenSmallState", "flatten_small"]
 
@@ -106,7 +106,7 @@ def _pack(leaves: list, layout: _Layout) -> dict:
 def _unpack(packed: dict, layout: _Layout, like: list) -> list:
     out: list = [None] * len(layout.shapes)
     for i, x in zip(layout.large, packed["large"]):
-        out[i] = x
+        out[i] = in_dtype_of(x, like[i])  # in the gradient's dtype, as the small leaves are
     for (_, idx), buf in zip(layout.groups, packed["flat"]):
         repeated = _repeated(layout, idx)
         sizes = [int(np.prod(layout.shapes[i], dtype=np.int64)) for i in idx]
@@ -166,7 +166,7 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
     1-D buffer per dtype (each leaf keeps its dtype: nothing is cast); larger
     leaves are passed as they are. ``tx`` sees the packed tree
     ``{"large": (large leaves...), "flat": (buffers...)}``, and the updates it
-    returns are cut back into the original leaves:
+    returns are cut back into the original leaves, each in its gradient's dtype:
 
     .. math::
 

@@ -296,3 +296,16 @@ def test_small_leaves_beyond_int32_starts_are_refused():
     params = {k: jax.ShapeDtypeStruct((2**30,), jnp.float32) for k in "abc"}
     with pytest.raises(ValueError, match="flatten_small: the small leaves hold 3221225472 elements, more than int32"):
         jax.eval_shape(tx.init, params)
+
+
+def test_updates_come_back_in_the_gradients_dtypes_large_leaves_too():
+    # an inner transform that computes in float32 (as some of optax's do with low-precision leaves)
+    def promote(updates, state, params=None):
+        return jax.tree.map(lambda u: u.astype(jnp.float32) * 2, updates), state
+
+    inner = gf.GradientTransformation(lambda p: gf.EmptyState(), promote)
+    g = {"big": jnp.ones(600, jnp.bfloat16), "a": jnp.ones(3, jnp.bfloat16), "b": jnp.ones(3, jnp.bfloat16)}
+    tx = gf.flatten_small(inner, max_size=500)
+    u, _ = jax.jit(tx.update)(g, tx.init(g))
+    assert {k: v.dtype for k, v in u.items()} == {k: jnp.dtype(jnp.bfloat16) for k in g}
+    np.testing.assert_array_equal(np.asarray(u["big"], np.float32), 2.0)
