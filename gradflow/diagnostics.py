@@ -165,8 +165,9 @@ def stats(state: Any) -> dict[str, jnp.ndarray]:
     others their class name in snake case without ``State``), then its field
     name when the field holds an array or a dict (``clip_by_global_norm/norm``,
     ``zclip/num_clipped``, ``inject_hyperparams/hyperparams/learning_rate``);
-    fields holding other states (``inner_state``) and plain tuples (chains) add
-    nothing, dict keys add themselves. When two leaves would get the same name
+    fields holding other states (``inner_state``) and plain tuples of states
+    (chains) add nothing (a field shaped like tuple parameters names itself,
+    ``adagc/gamma/0``), dict keys add themselves. When two leaves would get the same name
     (say, two ``trace`` blocks), the positions in the enclosing tuples are added
     to each of them (``0/trace/count``, ``2/trace/count``), so names are unique and
     stable from step to step. Arrays with more than one element (moments,
@@ -229,7 +230,7 @@ def _walk(node: Any, path_s: tuple, path_l: tuple, entries: list) -> None:
         ps, pl = path_s + (name,), path_l + (name,)
         for field in node._fields:
             child = getattr(node, field)
-            if _is_namedtuple(child) or isinstance(child, (tuple, list)) or child is None:
+            if _is_namedtuple(child) or child is None or (isinstance(child, (tuple, list)) and _holds_states(child)):
                 _walk(child, ps, pl, entries)
             else:
                 _walk(child, ps + (field,), pl + (field,), entries)
@@ -250,6 +251,11 @@ def _walk(node: Any, path_s: tuple, path_l: tuple, entries: list) -> None:
         for kp, child in children:
             k = jax.tree_util.keystr(kp, simple=True, separator="/")
             _walk(child, path_s + (k,), path_l + (k,), entries)
+
+
+def _holds_states(node: Any) -> bool:
+    """Whether a tuple or list holds states (a chain's), not only arrays (a tree shaped like tuple params)."""
+    return any(_is_namedtuple(x) for x in jax.tree.leaves(node, is_leaf=_is_namedtuple))
 
 
 def _named(entries: list) -> dict[str, jnp.ndarray]:

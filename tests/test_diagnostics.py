@@ -201,3 +201,13 @@ def test_monitor_records_the_learning_rate_the_step_used(inject):
         u, state = step(g, state, params)
         np.testing.assert_allclose(float(state.learning_rate), float(sched(t)), rtol=1e-6)
         np.testing.assert_allclose(np.asarray(u["w"]), -float(sched(t)) * np.ones(2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("params", [(jnp.zeros(2), jnp.zeros(3)), [jnp.zeros(2)]], ids=["tuple", "list1"])
+def test_stats_names_adagc_gamma_for_sequence_params(params):
+    # AdagcState.gamma is shaped like params: tuple params named it adagc/0, adagc/1 (a
+    # one-leaf list: plain adagc), where dict params give adagc/gamma/a
+    tx = gf.adagc()
+    keys = list(gf.stats(tx.init(params)))
+    gamma_keys = [k for k in keys if k.startswith("adagc/gamma")]
+    assert len(gamma_keys) == len(jax.tree.leaves(params)), keys
