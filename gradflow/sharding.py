@@ -116,7 +116,8 @@ def _assign_packed(node: flat.FlattenSmallState, params: Any, shardings: list, r
     ``{"large": (large leaves...), "flat": (one buffer per dtype)}``. The packing is the one (of
     the few that the leaves' sizes allow) whose tree the inner state's buffers have; the large
     leaves' buffers then shard like their parameters and the flat buffers are replicated. (A
-    ``flatten_small`` nested in another may fit two packings; both leave the same large leaves.)"""
+    ``flatten_small`` nested in another may fit two packings, which leave different leaves large:
+    the smallest ``max_size`` is tried first, and it is the outer one's.)"""
     leaves = jax.tree.leaves(params)
     for max_size in [-1, *sorted({int(np.prod(x.shape, dtype=np.int64)) for x in leaves})]:
         layout = flat._layout(params, max_size)
