@@ -270,9 +270,9 @@ def signed_zeros_like(tree: Any, dtype: Any = None) -> Any:
 
 
 def in_dtype_of(new: Any, old: Any) -> Any:
-    """The array ``new`` in ``old``'s dtype; ``new`` itself where they agree (a typed PRNG key has no ``astype``)."""
+    """The array ``new`` in ``old``'s dtype (a typed PRNG key, which has no ``astype``, as it is)."""
     dtype = jnp.result_type(old)
-    return new if jnp.result_type(new) == dtype else new.astype(dtype)
+    return new if jax.dtypes.issubdtype(dtype, jax.dtypes.extended) else new.astype(dtype)
 
 
 def cast_like(new: Any, old: Any) -> Any:
