@@ -319,7 +319,9 @@ def _is_real_scalar(value: Any) -> bool:
     if hasattr(value, "dtype"):
         dtype = jnp.dtype(value.dtype)
         return np.ndim(value) == 0 and (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating))
-    return isinstance(value, (int, float))
+    if isinstance(value, int):
+        return abs(value) <= int(np.finfo(np.float64).max)  # 10**400 has no float value
+    return isinstance(value, float)
 
 
 def _check_integer_slots(state: Any, values: dict) -> None:
@@ -381,8 +383,9 @@ def set_hyperparams(state: Any, **values: Any) -> Any:
             current = {k: v for k, v in s.hyperparams.items() if not isinstance(v, jax.core.Tracer)}
             current = {k: float(v) if np.ndim(v) == 0 else v for k, v in current.items()}
             # judged as stored: b2 = 1 − 1e-9 is 1.0 in float32
-            current.update({k: v if isinstance(v, jax.core.Tracer) else float(np.asarray(v, jnp.result_type(s.hyperparams[k])))
-                            for k, v in mine.items()})
+            with np.errstate(over="ignore"):  # 1e39 is inf in float32, and refused as inf
+                current.update({k: v if isinstance(v, jax.core.Tracer) else float(np.asarray(v, jnp.result_type(s.hyperparams[k])))
+                                for k, v in mine.items()})
             try:
                 check(current)
             except ValueError as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -539,7 +540,7 @@ def _adam_state():
     return gf.inject_hyperparams(gf.adam)(1e-3).init({"w": jnp.ones(3)})
 
 
-@pytest.mark.parametrize("bad", ["0.1", "x", None, 1j, np.complex64(1), jnp.array(1.0 + 0j), [0.1]])
+@pytest.mark.parametrize("bad", ["0.1", "x", None, 1j, np.complex64(1), jnp.array(1.0 + 0j), [0.1], 10**400])
 def test_set_hyperparams_takes_only_real_numbers(bad):
     # a string is not a number here, as nowhere else in gradflow; None is not NaN
     with pytest.raises(ValueError, match=r"set_hyperparams: learning_rate must be a scalar number, got "):
@@ -579,3 +580,10 @@ def test_set_hyperparams_sets_a_name_in_every_injected_state_that_holds_it():
     assert len(found) == 2 and all(s.hyperparams["learning_rate"] == np.float32(0.05) for s in found)
     with pytest.raises(ValueError, match="current_hyperparams: two injected states both hold 'learning_rate'"):
         gf.current_hyperparams(state)
+
+
+def test_set_hyperparams_judges_a_number_beyond_float32_as_the_inf_it_would_store():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and says so without a NumPy overflow warning
+        with pytest.raises(ValueError, match=r"set_hyperparams: adam: learning_rate must be a finite number >= 0, got inf"):
+            gf.set_hyperparams(_adam_state(), learning_rate=1e39)
