@@ -19,7 +19,7 @@ import numpy as np
 
 from gradflow import hparams
 from gradflow.base import GradientTransformation
-from gradflow.tree import group_key, in_dtype_of
+from gradflow.tree import group_key
 
 __all__ = ["FlattenSmallState", "flatten_small"]
 
@@ -106,7 +106,7 @@ def _pack(leaves: list, layout: _Layout) -> dict:
 def _unpack(packed: dict, layout: _Layout, like: list) -> list:
     out: list = [None] * len(layout.shapes)
     for i, x in zip(layout.large, packed["large"]):
-        out[i] = in_dtype_of(x, like[i])  # in the gradient's dtype, as the small leaves are
+        out[i] = x.astype(like[i].dtype)  # in the gradient's dtype, as the small leaves are
     for (_, idx), buf in zip(layout.groups, packed["flat"]):
         repeated = _repeated(layout, idx)
         sizes = [int(np.prod(layout.shapes[i], dtype=np.int64)) for i in idx]

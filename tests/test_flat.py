@@ -169,16 +169,6 @@ def test_leaves_after_a_repeated_shape_are_cut_from_their_own_place():
             np.testing.assert_array_equal(np.asarray(u[k]), np.asarray(g[k]), err_msg=k)
 
 
-def test_leaves_of_one_shape_are_cut_by_one_kernel_with_a_run_time_start_on_cpu():
-    # XLA compiles one kernel for all leaves of one shape only if their starts are not
-    # constants; a constant start per leaf compiles one kernel per leaf (seconds on hundreds)
-    params = {f"w{i}": jnp.zeros((4, 4)) for i in range(6)}
-    tx = gf.flatten_small(gf.identity())
-    compiled = jax.jit(tx.update).lower(params, tx.init(params)).compile().as_text()
-    assert jax.default_backend() == "cpu"
-    assert "conditional(" in compiled and "dynamic-slice(" in compiled
-
-
 def test_a_nan_first_element_does_not_move_the_other_leaves():
     # the run-time starts come from a conditional on b == b for the buffer's first element b
     params = {"a": jnp.zeros(3), "b": jnp.zeros(3), "c": jnp.zeros(3)}
