@@ -325,10 +325,16 @@ def _is_real_scalar(value: Any) -> bool:
 
 
 def _check_integer_slots(state: Any, values: dict) -> None:
-    """Refuse a value that an integer slot would round (optax keeps an int it was given as an int)."""
+    """Refuse a value that an integer slot would round or overflow (optax keeps an int it was given as an int)."""
     for k, v in values.items():
         dtype = jnp.result_type(state.hyperparams[k])
-        if not jnp.issubdtype(dtype, jnp.inexact) and not isinstance(v, jax.core.Tracer) and float(np.asarray(v, dtype)) != float(v):
+        if jnp.issubdtype(dtype, jnp.inexact) or isinstance(v, jax.core.Tracer):
+            continue
+        try:
+            held = float(np.asarray(v, dtype)) == float(v)
+        except OverflowError:  # 2**40 in an int32 slot
+            held = False
+        if not held:
             raise ValueError(
                 f"set_hyperparams: {k} is stored as {dtype}, which would round {v!r}; "
                 "build the transform with a float to set it to fractions"

@@ -558,6 +558,8 @@ def test_set_hyperparams_does_not_round_a_fraction_into_an_integer_slot_of_an_op
     state = optax.inject_hyperparams(optax.sgd)(learning_rate=1).init({"w": jnp.ones(3)})
     with pytest.raises(ValueError, match=r"set_hyperparams: learning_rate is stored as int32, which would round 0.5"):
         gf.set_hyperparams(state, learning_rate=0.5)
+    with pytest.raises(ValueError, match=r"set_hyperparams: learning_rate is stored as int32, which would round 1099511627776"):
+        gf.set_hyperparams(state, learning_rate=2**40)  # numpy raised OverflowError
     assert int(gf.current_hyperparams(gf.set_hyperparams(state, learning_rate=3))["learning_rate"]) == 3
 
 
