@@ -12,7 +12,7 @@ import pytest
 from tests.helpers import load_script
 
 BENCHMARK = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "stability.py"
-NAMES = ["transformer", "rnn", "deep_mlp", "corrupted", "corrupted_fit", "float16", "healthy_sweep"]
+NAMES = ["transformer", "rnn", "deep_mlp", "corrupted", "corrupted_fit", "rnn_corrupted", "float16", "healthy_sweep"]
 
 
 @pytest.fixture(scope="module")
