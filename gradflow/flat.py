@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gradflow import hparams
-from gradflow.base import GradientTransformation
+from gradflow.base import GradientTransformation, extra_args_filter
 from gradflow.tree import group_key
 
 __all__ = ["FlattenSmallState", "flatten_small"]
@@ -237,16 +237,34 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
         _check_offsets(layout)
         return FlattenSmallState(inner_state=inner)
 
+    extra = extra_args_filter(tx.update)
+
     def update_fn(updates, state, params=None, **extra_args):
         leaves = jax.tree.leaves(updates)
         layout = _layout(updates, max_size)
         _check_unsharded("flatten_small", leaves, layout, max_size)
-        packed_params = None if params is None else _pack(layout.treedef.flatten_up_to(params), layout)
-        new, inner = tx.update(_pack(leaves, layout), state.inner_state, packed_params, **extra_args)
+        packed_params = None
+        if params is not None:
+            param_leaves = layout.treedef.flatten_up_to(params)
+            _check_dtypes(updates, leaves, param_leaves)
+            packed_params = _pack(param_leaves, layout)
+        new, inner = tx.update(_pack(leaves, layout), state.inner_state, packed_params, **extra(extra_args))
         out = _unpack(new, layout, leaves)
         return jax.tree.unflatten(layout.treedef, out), FlattenSmallState(inner)
 
     return GradientTransformation(init_fn, update_fn)
+
+
+def _check_dtypes(updates, leaves: list, param_leaves: list) -> None:
+    """Refuse an update leaf whose dtype is not its parameter's: init packed by the parameters' dtypes."""
+    for path_leaf, p in zip(jax.tree_util.tree_leaves_with_path(updates), param_leaves):
+        path, u = path_leaf
+        if hasattr(p, "dtype") and jnp.dtype(u.dtype) != jnp.dtype(p.dtype):
+            raise TypeError(
+                f"flatten_small: the update at {jax.tree_util.keystr(path) or 'the root'} has dtype {u.dtype} "
+                f"but its parameter has dtype {p.dtype}; init packed the leaves by the parameters' dtypes, "
+                "so the updates must have them (cast the gradients to their parameters' dtypes first)"
+            )
 
 
 def _pack_abstract(leaves: list, layout: _Layout) -> dict:

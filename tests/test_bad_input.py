@@ -382,6 +382,15 @@ def test_row_clip_complex_leaves():
         gf.clip(1.0).init(g)
 
 
+def test_row_flatten_small_update_dtype():
+    params = {"w": jnp.ones((4, 3), jnp.bfloat16), "b": jnp.ones((3,), jnp.float32)}
+    grads = {"w": jnp.full((4, 3), 0.1, jnp.float32), "b": jnp.full((3,), 0.1, jnp.float32)}
+    tx = gf.flatten_small(gf.adam(1e-2))
+    with pytest.raises(TypeError, match=r"^flatten_small: the update at \['w'\] has dtype float32 but its parameter "
+                                        r"has dtype bfloat16"):
+        tx.update(grads, tx.init(params), params)
+
+
 def test_row_atan2_complex_leaves():
     params = {"z": jnp.asarray([3 + 4j], jnp.complex64)}
     with pytest.raises(TypeError, match=r"adam_atan2: params leaf \['z'\] has dtype complex64; atan2 needs real leaves"):
