@@ -181,6 +181,21 @@ def apply_if_finite(
     return GradientTransformation(init_fn, update_fn)
 
 
+def check_sees_non_finite(fn: str, inner_state: Any) -> None:
+    """``ValueError`` when ``inner_state`` holds the state of a transform that must see every
+    non-finite step (its class sets ``sees_non_finite_steps``: :func:`gradflow.dynamic_loss_scale`,
+    which backs its scale off on an overflow): a guard that skipped those steps would keep the
+    scale where it overflows, and every later step would be skipped too."""
+    marked = lambda x: getattr(type(x), "sees_non_finite_steps", False) is True  # noqa: E731
+    found = [x for x in jax.tree.leaves(inner_state, is_leaf=marked) if marked(x)]
+    if found:
+        raise ValueError(
+            f"{fn}: inner holds a {type(found[0]).__name__}, which must see every non-finite step to back "
+            f"its loss scale off; {fn} skips them, so the scale would never fall: put {fn} inside it, "
+            f"dynamic_loss_scale({fn}(...))"
+        )
+
+
 def check_window(fn: str, window: Any, min_samples: Any, max_consecutive_skips: Any) -> None:
     """The checks shared by the guards that judge a value against a window of accepted ones."""
     hparams.check_int(fn, "window", window, 2, counted=True)
@@ -287,8 +302,10 @@ def skip_spikes(
     def init_fn(params):
         dt = tree_lib.stat_dtype(params)
         zero, count = (lambda: jnp.zeros((), dt)), tree_lib.zero_count  # fresh buffers, so state can be donated
+        inner_state = inner.init(params)
+        check_sees_non_finite("skip_spikes", inner_state)
         return SkipSpikesState(
-            inner_state=inner.init(params), count=count(), norm=zero(), value=zero(), mean=zero(), std=zero(),
+            inner_state=inner_state, count=count(), norm=zero(), value=zero(), mean=zero(), std=zero(),
             skipped=jnp.zeros((), jnp.bool_), num_skipped=count(), num_consecutive_skips=count(),
             num_recorded=count(), history=jnp.zeros((size,), dt),
         )

@@ -40,6 +40,7 @@ def _check_float32_open(fn: str, name: str, value: Any, low: float, high: float)
 class DynamicLossScaleState(NamedTuple):
     """State of :func:`dynamic_loss_scale`."""
     stats_name = "dynamic_loss_scale"
+    sees_non_finite_steps = True  # a guard around it must not skip its overflows (gradflow.guards)
 
     scale: jnp.ndarray  # float32 scalar: S, the scale the next step's loss is multiplied by
     growth_tracker: jnp.ndarray  # int32 scalar: finite steps in a row since S last changed (torch's _growth_tracker)
@@ -74,6 +75,11 @@ def dynamic_loss_scale(
     n is torch's growth tracker: it counts finite steps since S last changed and is reset
     by a growth and by an overflow. S is a float32 scalar whatever the parameters' dtype,
     as torch's. Extra arguments (``value=loss``) are handed to ``inner`` unchanged.
+    With a guard, put the guard inside: ``dynamic_loss_scale(protect(tx))``; the other
+    way round the guard would skip the overflows before S could fall, and
+    :func:`~gradflow.protect` and :func:`~gradflow.skip_spikes` refuse it at ``init``.
+    One scaler serves the whole model: :func:`loss_scale` refuses a state with several
+    side by side (one per parameter group), whose scales would part.
 
     Args:
       inner: the optimizer to wrap.
@@ -170,13 +176,15 @@ def loss_scale(state: Any) -> jnp.ndarray:
 
     Args:
       state: an optimizer state containing one :class:`DynamicLossScaleState`
-        (the outermost one is used when there are several).
+        (the outermost one is used when one holds another).
 
     Returns:
       A float32 scalar.
 
     Raises:
-      ValueError: when ``state`` holds no :class:`DynamicLossScaleState`.
+      ValueError: when ``state`` holds no :class:`DynamicLossScaleState`, or several side
+        by side (one per parameter group, say): their scales part at the first overflow in
+        one group, and one loss scale would leave the other groups' gradients unscaled wrongly.
     """
     found = [
         x for x in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, DynamicLossScaleState))
@@ -186,5 +194,11 @@ def loss_scale(state: Any) -> jnp.ndarray:
         raise ValueError(
             f"loss_scale: the state holds no DynamicLossScaleState (wrap the optimizer in "
             f"gradflow.dynamic_loss_scale), got {type(state).__name__}"
+        )
+    if len(found) > 1:
+        raise ValueError(
+            f"loss_scale: the state holds {len(found)} DynamicLossScaleStates side by side (one per parameter "
+            "group?); one loss cannot be scaled by several scales: wrap the whole optimizer in one "
+            "gradflow.dynamic_loss_scale"
         )
     return found[0].scale

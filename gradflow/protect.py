@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from gradflow import hparams, relative_update
 from gradflow import tree as tree_lib
 from gradflow.base import GradientTransformation, extra_args_filter
-from gradflow.guards import check_window, step_unless_skipped
+from gradflow.guards import check_sees_non_finite, check_window, step_unless_skipped
 from gradflow.tree import robust_location_scale
 
 __all__ = ["ProtectState", "protect"]
@@ -382,8 +382,11 @@ def protect(
         dt = tree_lib.stat_dtype(params)
         zero, count = (lambda: jnp.zeros((), dt)), tree_lib.zero_count  # fresh buffers, so state can be donated
         no = lambda: jnp.zeros((), jnp.bool_)  # noqa: E731
+        inner_state = inner.init(params)
+        if skip_not_finite:
+            check_sees_non_finite("protect", inner_state)
         return ProtectState(
-            inner_state=inner.init(params), count=count(), loss=zero(), grad_norm=zero(),
+            inner_state=inner_state, count=count(), loss=zero(), grad_norm=zero(),
             loss_median=zero(), loss_sigma=zero(), grad_norm_median=zero(), grad_norm_sigma=zero(),
             skipped=no(), clipped=no(), num_skipped=count(), num_not_finite=count(), num_loss_spikes=count(),
             num_grad_norm_spikes=count(), num_clipped=count(), num_consecutive_skips=count(), spike_rate=zero(),

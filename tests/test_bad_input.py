@@ -8,6 +8,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import gradflow as gf
@@ -389,6 +390,25 @@ def test_row_flatten_small_update_dtype():
     with pytest.raises(TypeError, match=r"^flatten_small: the update at \['w'\] has dtype float32 but its parameter "
                                         r"has dtype bfloat16"):
         tx.update(grads, tx.init(params), params)
+
+
+@pytest.mark.parametrize("guard", ["protect", "skip_spikes"])
+def test_row_guard_around_loss_scale(guard):
+    params = {"w": jnp.ones(3)}
+    tx = getattr(gf, guard)(gf.dynamic_loss_scale(gf.sgd(0.1)))
+    with pytest.raises(ValueError, match=rf"^{guard}: inner holds a DynamicLossScaleState, which must see every "
+                                         rf"non-finite step .* dynamic_loss_scale\({guard}\(\.\.\.\)\)"):
+        tx.init(params)
+    gf.dynamic_loss_scale(getattr(gf, guard)(gf.sgd(0.1))).init(params)  # the other way round
+    gf.protect(gf.dynamic_loss_scale(gf.sgd(0.1)), skip_not_finite=False).init(params)  # overflows reach it
+
+
+def test_row_loss_scale_side_by_side():
+    params = {"a": jnp.ones(2), "b": jnp.ones(2)}
+    tx = optax.partition({"A": gf.dynamic_loss_scale(gf.sgd(1.0)), "B": gf.dynamic_loss_scale(gf.sgd(1.0))},
+                         {"a": "A", "b": "B"})
+    with pytest.raises(ValueError, match="^loss_scale: the state holds 2 DynamicLossScaleStates side by side"):
+        gf.loss_scale(tx.init(params))
 
 
 def test_row_atan2_complex_leaves():
