@@ -167,7 +167,9 @@ def stats(state: Any) -> dict[str, jnp.ndarray]:
     ``zclip/num_clipped``, ``inject_hyperparams/hyperparams/learning_rate``);
     fields holding other states (``inner_state``) and plain tuples of states
     (chains) add nothing (a field shaped like tuple parameters names itself,
-    ``adagc/gamma/0``), dict keys add themselves. When two leaves would get the same name
+    ``adagc/gamma/0``), dict keys add themselves, and a box around one ``value``
+    (``flax.nnx.Optimizer`` wraps each array of its state in one) adds nothing, so the
+    names are those of the plain state. When two leaves would get the same name
     (say, two ``trace`` blocks), the positions in the enclosing tuples are added
     to each of them (``0/trace/count``, ``2/trace/count``), so names are unique and
     stable from step to step. Arrays with more than one element (moments,
@@ -247,6 +249,9 @@ def _walk(node: Any, path_s: tuple, path_l: tuple, entries: list) -> None:
             x = _scalar(node)
             if x is not None:
                 entries.append((path_s, path_l, x))
+            return
+        if len(children) == 1 and children[0][0] == (jax.tree_util.GetAttrKey("value"),):
+            _walk(children[0][1], path_s, path_l, entries)  # a box around one value (flax.nnx's Variable): no name
             return
         for kp, child in children:
             k = jax.tree_util.keystr(kp, simple=True, separator="/")
