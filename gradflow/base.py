@@ -27,8 +27,9 @@ State = Any
 
 # gradflow's transform type *is* optax's: every gradflow transform passes
 # ``isinstance(tx, optax.GradientTransformation)``, and ``optax.chain``,
-# ``optax.MultiSteps``, ``optax.masked``, flax's ``TrainState`` and ``nnx.Optimizer``
-# hand it the extra keyword arguments (``value=loss``) with no wrapping.
+# ``optax.MultiSteps``, ``optax.masked``, ``optax.partition`` and ``nnx.Optimizer``
+# hand it the extra keyword arguments (``value=loss``) with no wrapping (flax's
+# ``TrainState.apply_gradients`` takes it too, but passes no extra arguments on).
 GradientTransformation = optax.GradientTransformationExtraArgs
 """A pure pair ``(init, update)``: optax's ``GradientTransformationExtraArgs``.
 

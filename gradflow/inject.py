@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import marshal
+import pickle
+import types
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
@@ -31,8 +35,10 @@ _VAR_KINDS = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 # One state type per configuration of an injected factory (the factory and its fixed
 # arguments), so that set_hyperparams can check a new value by the factory's own rules.
-# The subclass keeps the name InjectHyperparamsState and is a NamedTuple like it; two
-# builds with the same configuration share it, so their states have the same tree.
+# The subclass keeps the name InjectHyperparamsState and is a NamedTuple like it. Two
+# builds with the same configuration share it, so their states have the same tree: a
+# factory is known by its code, closure and defaults (_factory_key), not by the object,
+# so a lambda or functools.partial written once and built twice is one configuration.
 _STATE_TYPES: dict = {}
 
 
@@ -43,11 +49,43 @@ def _state_type(key: Any, check: Callable[[dict], None], scheduled: frozenset) -
     cls = type(
         "InjectHyperparamsState",
         (InjectHyperparamsState,),
-        {"__slots__": (), "__module__": __name__, "_check": staticmethod(check), "_scheduled": scheduled},
+        {"__slots__": (), "__module__": __name__, "_check": staticmethod(check), "_scheduled": scheduled,
+         "__reduce__": lambda self: _reduce_state(key, self)},
     )
     if key is not None:
         _STATE_TYPES[key] = cls
     return cls
+
+
+def _reduce_state(key: Any, state: InjectHyperparamsState) -> tuple:
+    """Pickle a state as its configuration's key and fields: unpickled where the same configuration
+    was built, it is that configuration's type again; elsewhere (or with a key that does not pickle)
+    the plain :class:`InjectHyperparamsState`, which ``update`` takes as well."""
+    try:
+        pickle.dumps(key)
+    except Exception:  # a key holding a lambda or a local object: the fields alone
+        return (InjectHyperparamsState, tuple(state))
+    return (_unpickled_state, (key, tuple(state)))
+
+
+def _unpickled_state(key: Any, fields: tuple) -> InjectHyperparamsState:
+    return _STATE_TYPES.get(key, InjectHyperparamsState)(*fields)
+
+
+def _factory_key(factory: Any) -> Any:
+    """A hashable stand-in for a factory: a function by its code, closure and defaults; a
+    ``functools.partial`` by its function and arguments; any other callable by itself."""
+    if isinstance(factory, functools.partial):
+        return ("partial", _factory_key(factory.func), _frozen(factory.args), _frozen(factory.keywords))
+    code = getattr(factory, "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return factory
+    try:
+        cells = tuple(_frozen(c.cell_contents) for c in factory.__closure__ or ())
+    except ValueError:  # a cell not filled yet: the function itself
+        return factory
+    return ("function", factory.__module__, factory.__qualname__, hashlib.sha256(marshal.dumps(code)).hexdigest(),
+            cells, _frozen(factory.__defaults__), _frozen(factory.__kwdefaults__))
 
 
 def _frozen(value: Any) -> Any:
@@ -65,7 +103,7 @@ def _config_key(factory: Any, arguments: dict, numeric: set, scheduled: set, hyp
     """
     try:
         fixed = tuple((k, _frozen(v)) for k, v in arguments.items() if k not in numeric and k not in scheduled)
-        key = (factory, hyperparam_dtype, tuple(sorted(numeric)), tuple(sorted(scheduled)), fixed)
+        key = (_factory_key(factory), hyperparam_dtype, tuple(sorted(numeric)), tuple(sorted(scheduled)), fixed)
         hash(key)
     except TypeError:
         return None
