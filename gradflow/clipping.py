@@ -926,7 +926,7 @@ def adagc(
             new_gamma = jnp.where(warm, warm_gamma, ema_gamma)
             new.append((g * h).astype(g.dtype))
             new_gammas.append(jnp.where(finite, new_gamma, gam).astype(dt))
-            hits.append((jnp.where(warm, norm > lambda_abs, n > bound)).astype(jnp.int32))
+            hits.append((jnp.where(warm, (norm > lambda_abs) & (n > 0), n > bound)).astype(jnp.int32))  # a zero leaf is not cut
         n_hits = jnp.asarray(sum(hits) if hits else 0, jnp.int32)
         return jax.tree.unflatten(treedef, new), _diag_next(
             state, norm, n_hits > 0,

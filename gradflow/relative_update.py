@@ -72,7 +72,9 @@ def cut(
     stack = lambda xs: jnp.stack([x.astype(dt) for x in xs])  # noqa: E731
     norm_u = jnp.sqrt(stack(u_sq))
     scale = jnp.maximum(jnp.sqrt(stack(w_sq)), floor * jnp.sqrt(_sizes(u_leaves, axis_name).astype(dt)))  # √n·max(RMS(w), s)
-    cut_now = jnp.where(norm_u > rho * scale, rho * scale / norm_u, jnp.ones_like(norm_u))
+    # a non-finite RMS (an inf or NaN in the update) cuts nothing and is never held: its step is not finite
+    # however it is cut, and a cut of b/inf = 0 held by a matrix would stop it for good
+    cut_now = jnp.where(jnp.isfinite(norm_u) & (norm_u > rho * scale), rho * scale / norm_u, jnp.ones_like(norm_u))
     # each leaf's cut this step in tree order: 1 for the leaves left alone
     position = np.full(len(u_all), bounded.size)
     position[bounded] = np.arange(bounded.size)
@@ -120,7 +122,7 @@ def clip_relative_update(
     included, with RMS(x) = ‖x‖₂/√n over the tensor's n elements:
 
       b_i = ρ·max(RMS(w_i), s);
-      c_i = min(1, b_i/RMS(u_i))                     (the cut this step needs);
+      c_i = min(1, b_i/RMS(u_i))                     (the cut this step needs; 1 when RMS(u_i) is not finite);
       f_i = min(f_i, c_i), f_i = 1 at first          (``hold=True``, w_i a matrix: the smallest cut so far)
       f_i = c_i                                      (``hold=False``, or w_i a vector or scalar);
       u_i ← f_i·u_i  (u_i unchanged, bit for bit, while f_i = 1; f_i = 1 for the leaves left alone).

@@ -399,7 +399,8 @@ def scale_by_spam(
     tensor, from the first update on: M = max|g|, m_max ← γ·m_max + (1 − γ)·M,
     m̂_max = m_max/(1 − γʲ), and where |g| > m̂_max, g ← g·m̂_max/M. j is Stable-SPAM's step
     counter, which its code sets back to 1 after each reset (j = k − R + 1 for the last reset
-    R < k, else k), so its bound is loose again just after a reset. Only the threshold is
+    R < k, else k), so its bound is loose again just after a reset. A step whose M is not
+    finite leaves m_max as it was (an inf M would keep the bound at inf for good). Only the threshold is
     taken from Stable-SPAM: its AdaGN (normalising each tensor's gradient by moving averages
     of its norm), its β₁ schedule over the whole run (``total_T``) and its own Adam (bias
     corrections restarted at each reset, no warm-up after it) are not included; the moments,
@@ -453,7 +454,8 @@ def scale_by_spam(
         if adaptive_clip:
             gamma, corr = adaptive(rd)
             big = jnp.max(jnp.abs(gc), initial=0.0).astype(rd)
-            big_ema = big_ema.astype(rd) * gamma + big * (1 - gamma)
+            # a non-finite max|g| leaves the EMA as it was: once inf, it would never clip again
+            big_ema = jnp.where(jnp.isfinite(big), big_ema.astype(rd) * gamma + big * (1 - gamma), big_ema.astype(rd))
             bound = big_ema / corr
             mask = jnp.abs(gc) > bound
             return jnp.where(mask, gc * (bound / jnp.where(big > 0, big, 1)), gc), mask, big_ema
