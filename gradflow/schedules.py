@@ -65,13 +65,24 @@ _MAX_TABLED_CYCLES = 4096
 
 
 def _value(fn: str, name: str, value: Any) -> Any:
-    """A schedule value: a finite number >= 0 (schedules never go negative).
+    """A schedule value: a finite number >= 0 (schedules never go negative) that float32, in
+    which schedules compute, holds.
 
     A traced value (the schedule built inside ``jax.vmap`` for a learning-rate
     sweep, or inside ``jit``) cannot be checked and is kept as it is.
     """
     hparams.check_non_negative(fn, name, value)
-    return value if isinstance(value, jax.core.Tracer) else float(value)
+    return _in_float32(fn, name, value)
+
+
+def _in_float32(fn: str, name: str, value: Any) -> Any:
+    """``value`` as a float, refused when float32 would hold it as inf (then inf − inf = NaN)."""
+    if isinstance(value, jax.core.Tracer):
+        return value
+    if abs(float(value)) > float(np.finfo(np.float32).max):
+        raise ValueError(f"{fn}: {name} must be at most float32's largest number (3.4e+38; schedules compute "
+                         f"in float32), got {value!r}")
+    return float(value)
 
 
 def _table(values: list) -> Any:
@@ -83,7 +94,7 @@ def _table(values: list) -> Any:
 
 def _positive(fn: str, name: str, value: Any) -> Any:
     hparams.check_positive(fn, name, value)
-    return value if isinstance(value, jax.core.Tracer) else float(value)
+    return _in_float32(fn, name, value)
 
 
 def _boundaries(fn: str, name: str, boundaries: Sequence[Any]) -> list[int]:
@@ -102,7 +113,10 @@ def _pairs(fn: str, boundaries_and_scales: Any) -> tuple[list[int], list[float]]
     if isinstance(boundaries_and_scales, Mapping):
         items = sorted(boundaries_and_scales.items())
     else:
-        items = list(boundaries_and_scales)
+        try:
+            items = list(boundaries_and_scales)
+        except TypeError:  # a number, say
+            items = [None]
         if not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in items):
             raise ValueError(
                 f"{fn}: boundaries_and_scales must be a dict {{step: scale}} or a sequence of "
@@ -134,7 +148,8 @@ def _warmup_args(fn: str, init_value: Any, peak_value: Any, warmup_steps: Any) -
 
 def _step(step: Any) -> jnp.ndarray:
     """The step as an array, clamped at 0 (integers stay integers, so clipping is exact;
-    those narrower than 32 bits become int32, so that tables of boundaries fit).
+    those narrower than 32 bits become int32, so that tables of boundaries fit; float16 and
+    bfloat16 steps become float32, which holds constants beyond 65504).
 
     A Python or NumPy integer too large for jax's integer dtype (≥ 2³¹ in its
     default 32-bit mode) becomes a float32 step instead of an ``OverflowError``
@@ -148,6 +163,8 @@ def _step(step: Any) -> jnp.ndarray:
     narrow = jnp.issubdtype(step.dtype, jnp.integer) and step.dtype.itemsize < 4  # int8/16, uint8/16: exact in int32
     if narrow or not (jnp.issubdtype(step.dtype, jnp.integer) or jnp.issubdtype(step.dtype, jnp.floating)):
         step = step.astype(jnp.int32)
+    elif jnp.issubdtype(step.dtype, jnp.floating) and step.dtype.itemsize < 4:  # float16/bfloat16: exact in float32,
+        step = step.astype(_F32)  # which holds the step constants (a float16 one above 65504 would be inf)
     return jnp.maximum(step, 0)
 
 
@@ -537,8 +554,9 @@ def piecewise_interpolate_schedule(
         raise ValueError(f"{fn}: interpolate_type must be 'linear' or 'cosine', got {interpolate_type!r}")
     interp = _linear_interpolate if interpolate_type == "linear" else _cosine_interpolate
     bounds, values = _levels(fn, init_value, boundaries_and_scales)
-    starts = np.asarray([0] + bounds, np.int64)
-    ends = np.asarray(bounds + [bounds[-1] if bounds else 0], np.int64)
+    in_int64 = [min(b, int(np.iinfo(np.int64).max)) for b in bounds]  # beyond it, never reached by any step
+    starts = np.asarray([0] + in_int64, np.int64)
+    ends = np.asarray(in_int64 + [in_int64[-1] if bounds else 0], np.int64)
     lengths = np.maximum(ends - starts, 1).astype(np.float32)
     v_lo = _table(values)
     v_hi = _table(values[1:] + values[-1:])
@@ -819,8 +837,14 @@ def warm_restarts_schedule(
     def schedule(step):
         step = _step(step)
         if table is None:
-            i = _floordiv(step, t0)
-            tau, length = _f32(step - i * _fit(step, t0)), jnp.full(jnp.shape(step), t0, _F32)
+            if jnp.issubdtype(step.dtype, jnp.floating):  # fmod is exact; ⌊t/T₀⌋·T₀ formed in floats is not
+                tau = jnp.remainder(step, _fit(step, t0))
+                i = jnp.round((step - tau) / _fit(step, t0))
+                tau = _f32(tau)
+            else:
+                i = _floordiv(step, t0)
+                tau = _f32(step - i * _fit(step, t0))
+            length = jnp.full(jnp.shape(step), t0, _F32)
         else:
             i, tau, length = table.position(step)
         peak = amp * jnp.power(_F32(q), _f32(i)) if q != 1.0 else _F32(amp)
@@ -860,7 +884,7 @@ class _CycleTable:
         self.offsets = np.asarray(self.ceil_starts - np.asarray(starts), np.float32)  # ⌈s_k⌉ − s_k
         self.last_start, self.last_length = int(self.ceil_starts[-1]), self.lengths[-1]
         self.n_tabled = len(starts)
-        self.beyond = starts[-1] + length <= tree_lib.INT32_MAX  # the table stops before the last step
+        self.beyond = starts[-1] + length <= tree_lib.INT32_MAX  # the table stops before the last int32 step
         return self
 
     def position(self, step: jnp.ndarray) -> tuple:
@@ -869,7 +893,8 @@ class _CycleTable:
         k = jnp.searchsorted(table, step, side="right") - 1
         tau = _f32(step - table[k]) + jnp.asarray(self.offsets)[k]
         length = jnp.asarray(self.lengths, _F32)[k]
-        if not self.beyond:
+        int32_steps = jnp.issubdtype(step.dtype, jnp.integer) and jnp.iinfo(step.dtype).max <= tree_lib.INT32_MAX
+        if not self.beyond and int32_steps:  # the table reaches past every step of the dtype
             return k, tau, length
         return self._past_the_table(step, k, tau, length)
 
@@ -912,8 +937,11 @@ def sgdr_schedule(cosine_kwargs: Sequence[Mapping[str, Any]]) -> Schedule:
     if not cosine_kwargs:
         raise ValueError("sgdr_schedule: cosine_kwargs must hold at least one cycle, got []")
     schedules, boundaries, at = [], [], 0
-    for kwargs in cosine_kwargs:
-        schedules.append(warmup_cosine_decay_schedule(**kwargs))
+    for k, kwargs in enumerate(cosine_kwargs):
+        try:
+            schedules.append(warmup_cosine_decay_schedule(**kwargs))
+        except ValueError as e:
+            raise ValueError(str(e).replace("warmup_cosine_decay_schedule:", f"sgdr_schedule: cosine_kwargs[{k}]:", 1)) from None
         at += int(kwargs["decay_steps"])
         boundaries.append(at)
     return join_schedules(schedules, boundaries[:-1])
@@ -929,6 +957,9 @@ def _onecycle_checks(fn, transition_steps, peak_value, pct_start, div_factor, fi
     hparams.check_range(fn, "pct_start", pct_start, 0.0, 1.0, low_open=True, high_open=True)
     d = _positive(fn, "div_factor", div_factor)
     f = _positive(fn, "final_div_factor", final_div_factor)
+    for name, x in (("div_factor", d), ("div_factor·final_div_factor", d * f)):
+        if not isinstance(x, jax.core.Tracer) and not 0 < float(np.float32(x)) < np.inf:
+            raise ValueError(f"{fn}: {name} must be a positive number within float32's range, got {x!r}")
     return n, pk, d, f
 
 

@@ -411,6 +411,14 @@ def test_row_loss_scale_side_by_side():
         gf.loss_scale(tx.init(params))
 
 
+def test_row_schedule_value_beyond_float32():
+    with pytest.raises(ValueError, match=r"^linear_schedule: init_value must be at most float32's largest number"):
+        gf.linear_schedule(1e39, 0.0, 10)
+    with pytest.raises(ValueError, match=r"^cosine_onecycle_schedule: div_factor·final_div_factor must be a positive"):
+        gf.cosine_onecycle_schedule(10, 1.0, div_factor=1e-30, final_div_factor=1e-30)  # 1e-60 is 0 in float32
+    gf.linear_schedule(3e38, 0.0, 10)  # float32 holds it
+
+
 def test_row_atan2_complex_leaves():
     params = {"z": jnp.asarray([3 + 4j], jnp.complex64)}
     with pytest.raises(TypeError, match=r"adam_atan2: params leaf \['z'\] has dtype complex64; atan2 needs real leaves"):
