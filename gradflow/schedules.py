@@ -488,7 +488,8 @@ def piecewise_constant_schedule(init_value: float, boundaries_and_scales: Any = 
 
     Parity: ``optax.piecewise_constant_schedule`` (same arguments).
     ``torch.optim.lr_scheduler.MultiStepLR(milestones, gamma)`` is
-    ``piecewise_constant_schedule(lr, {m: gamma for m in milestones})``; Keras
+    ``piecewise_constant_schedule(lr, [(m, gamma) for m in sorted(milestones)])`` (pairs, not
+    a dict, so that a milestone given twice decays twice, as torch's Counter does); Keras
     ``PiecewiseConstantDecay(boundaries, values)`` is the same with
     ``s_i = values[i] / values[i-1]`` and boundaries shifted by one (Keras switches
     after the boundary step).
@@ -658,7 +659,8 @@ def warmup_cosine_decay_schedule(
       A schedule (float32).
 
     Parity: ``optax.warmup_cosine_decay_schedule`` (same arguments; optax refuses
-    W = D, gradflow jumps to ``end_value`` at D). Keras ``CosineDecay(α₀, D − W,
+    W = D, gradflow jumps to ``end_value`` at D; with ``peak_value=0`` optax takes
+    α_end/α_peak as 0 and holds 0, where gradflow anneals from 0 to ``end_value``). Keras ``CosineDecay(α₀, D − W,
     alpha=α_end/α_peak, warmup_target=α_peak, warmup_steps=W)`` likewise.
 
     Raises:
@@ -1030,7 +1032,9 @@ def linear_onecycle_schedule(
     one of the two, and it falls from the peak straight to α_max/final_div_factor at
     step N, where this schedule falls to α_max/div_factor and then ends at
     α_max/(div_factor·final_div_factor) (its last phase has no steps); ``torch.optim.lr_scheduler.OneCycleLR(anneal_strategy="linear", three_phase=True)``
-    up to PyTorch's one-step-earlier phase ends.
+    up to PyTorch's one-step-earlier phase ends, when ``pct_final·N = 2·pct_start·N − 1``
+    (torch's second phase is as long as its first; the default ``pct_final=0.85`` is
+    another schedule).
 
     References:
       Smith & Topin, Super-Convergence, 2017. https://arxiv.org/abs/1708.07120
