@@ -183,6 +183,8 @@ def check_int(fn: str, name: str, value: Any, low: int, *, counted: bool = False
         ok = False
     if not ok:
         raise ValueError(f"{fn}: {name} must be an integer >= {low}, got {value!r}")
+    if abs(int(value)) > float(np.finfo(np.float64).max):  # 10**400 steps: the arithmetic on it would overflow
+        raise ValueError(f"{fn}: {name} must be a number within float64's range, got {value!r}")
     if counted and int(value) > tree_lib.INT32_MAX:
         raise ValueError(
             f"{fn}: {name} must be at most 2**31 - 1 = {tree_lib.INT32_MAX} (an int32 step counter counts it), "

@@ -126,8 +126,9 @@ def test_row_nan_hyperparameter(fn, call):
         (lambda: gf.spam(0.1, threshold=10**400), "spam: threshold"),
         (lambda: gf.clip_relative_update(0.1, 10**400), "clip_relative_update: min_weight_rms"),
         (lambda: gf.clip_by_global_norm(10**400), "clip_by_global_norm: max_norm"),
+        (lambda: gf.linear_schedule(1.0, 0.0, 10**400), "linear_schedule: transition_steps"),
     ],
-    ids=["adam", "adam_atan2", "spam", "clip_relative_update", "clip_by_global_norm"],
+    ids=["adam", "adam_atan2", "spam", "clip_relative_update", "clip_by_global_norm", "linear_schedule"],
 )
 def test_row_number_beyond_float64(call, name):
     with pytest.raises(ValueError, match=rf"^{name} must be a number within float64's range, got 1000"):
