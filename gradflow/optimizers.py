@@ -5,6 +5,12 @@ the same bits as when built directly: whether a block is in the chain (a
 momentum buffer, a learning-rate decay) is decided only by Python numbers;
 an injected (array) value keeps the block, which then works for any value,
 0 included, as ``sgd`` keeps its momentum buffer.
+
+The PyTorch parities below are for real parameters. For complex ones the
+second moments hold |g|² = g·ḡ per element, as optax's do; ``torch.optim``
+runs on ``view_as_real(p)``, a second moment for the real and one for the
+imaginary part, and so gives other numbers (``sgd``, with no second moment,
+agrees).
 """
 
 from __future__ import annotations
