@@ -14,6 +14,7 @@ Run:  python benchmarks/protect_overhead.py     (about 6 minutes on 2 CPU cores;
 
 from __future__ import annotations
 
+import argparse
 import time
 
 import jax
@@ -67,7 +68,8 @@ def time_steps(compiled: dict, repeats: int = 20) -> dict:
     return {name: float(np.median(t[1:])) for name, t in times.items()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)  # no options; --help says what it runs
     rng = np.random.default_rng(0)
     trees = {
         "one 20M leaf": {"w": jnp.ones((20_000_000,), jnp.float32)},

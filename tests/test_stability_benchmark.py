@@ -60,3 +60,13 @@ def test_the_oracle_trains_on_the_clean_batches(stability):
     oracle = stability.run_recipe(scenario, by_name["oracle (skip corrupted)"], [0], 1, False)
     standard = stability.run_recipe(scenario, by_name["standard (optax)"], [0], 1, False)
     np.testing.assert_allclose(oracle.raw_final[0], standard.raw_final[0], rtol=1e-6)
+
+
+def test_protect_overhead_help_describes_it_without_running(capsys):
+    script = load_script(BENCHMARK.parent / "protect_overhead.py", "protect_overhead_benchmark")
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(["--help"])
+    assert exit_info.value.code == 0
+    assert "What ``protect`` costs per step" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        script.main(["--steps", "3"])  # it takes no options: an unknown one is refused, not ignored
