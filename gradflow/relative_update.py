@@ -127,6 +127,11 @@ def clip_relative_update(
       f_i = c_i                                      (``hold=False``, or w_i a vector or scalar);
       u_i ← f_i·u_i  (u_i unchanged, bit for bit, while f_i = 1; f_i = 1 for the leaves left alone).
 
+    A non-finite RMS(u_i) (an inf or NaN in u_i, or squares beyond float32's range:
+    elements past about 10¹⁹) is neither cut nor held, so one such step cannot stop a
+    matrix for good; the step itself is for a guard to skip (``protect`` skips a
+    gradient whose norm is not finite).
+
     A tensor can then change by at most a fraction ρ of its size per step, whatever
     the learning rate: an adaptive optimizer's step is about the learning rate per
     element, so past the rate at which that exceeds ρ·RMS(w) the bound takes over,
