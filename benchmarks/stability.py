@@ -395,61 +395,58 @@ def corrupted_scenario(quick: bool) -> Scenario:
     )
 
 
+def _teacher_student_scenario(name: str, title: str, steps: int, lr: float, teacher: Callable, predict: Callable,
+                              init: Callable, inputs: Callable, n_test: int, batch: int, **extra) -> Scenario:
+    """A student ``predict(params, x)`` fitting teacher(x)/σ from fresh Gaussian inputs every step, with 3% of
+    the batches' targets ×100–1000; σ is the teacher's standard deviation per output on ``n_test`` held-out
+    inputs, ``inputs(n)`` the shape of n samples' inputs; ``extra`` fills the scenario's remaining fields."""
+    x_test = jax.random.normal(jax.random.PRNGKey(99), inputs(n_test))
+    raw = teacher(x_test)
+    axes = tuple(range(raw.ndim - 1))  # all but the outputs'
+    scale = jnp.std(raw, axes)
+    target = lambda x: teacher(x) / scale  # noqa: E731
+    y_test = target(x_test)
+
+    def sample(data, k, t):  # a fresh batch of inputs every step
+        x = jax.random.normal(k, inputs(batch))
+        return x, target(x)
+
+    return Scenario(
+        name, title, steps, batch, (lr,), 0.999, 1e-4,
+        data=(x_test, y_test),
+        init=init,
+        loss=lambda p, b: mse(predict(p, b[0]), b[1]),
+        sample=sample,
+        evaluate=lambda p, data: mse(predict(p, data[0]), data[1]),
+        cap=float(jnp.mean(jnp.var(y_test, axis=axes))),
+        corrupt=_corrupt_batches(0.03),
+        **extra,
+    )
+
+
 def corrupted_fit_scenario(quick: bool) -> Scenario:
-    din, batch = 4, 32
+    din = 4
     teacher = mlp_init(jax.random.PRNGKey(1234), [din, 32, 4], 1.0)
 
     def raw(x):  # a fixed random tanh network
         return jnp.tanh(x @ teacher[0]["w"] + teacher[0]["b"]) @ teacher[1]["w"] + teacher[1]["b"]
 
-    x_test = jax.random.normal(jax.random.PRNGKey(99), (2048, din))
-    scale = jnp.std(raw(x_test), 0)
-    target = lambda x: raw(x) / scale  # noqa: E731
-    y_test = target(x_test)
-
-    def sample(data, k, t):  # a fresh batch of inputs every step
-        x = jax.random.normal(k, (batch, din))
-        return x, target(x)
-
-    return Scenario(
+    return _teacher_student_scenario(
         "corrupted_fit", "teacher–student regression, 3% batches with targets ×100–1000", 500 if quick else 2000,
-        batch, (1e-2,), 0.999, 1e-4,
-        data=(x_test, y_test),
-        init=lambda k: mlp_init(k, [din, 64, 64, 4], 1.0),
-        loss=lambda p, b: mse(mlp_apply(p, b[0]), b[1]),
-        sample=sample,
-        evaluate=lambda p, data: mse(mlp_apply(p, data[0]), data[1]),
-        cap=float(jnp.mean(jnp.var(y_test, axis=0))),
-        corrupt=_corrupt_batches(0.03),
+        1e-2, raw, mlp_apply, lambda k: mlp_init(k, [din, 64, 64, 4], 1.0), lambda n: (n, din), 2048, 32,
     )
 
 
 def rnn_corrupted_scenario(quick: bool) -> Scenario:
-    din, dout, length, hidden, batch = 4, 2, 32, 32, 32
+    din, dout, length, hidden = 4, 2, 32, 32
     teacher = rnn_init(jax.random.PRNGKey(4321), din, 16, dout, 0.9, 1 / math.sqrt(din))
-    raw = lambda x: rnn_outputs(teacher, x, lambda x_t: x_t @ teacher["w_x"])  # noqa: E731
-    x_test = jax.random.normal(jax.random.PRNGKey(99), (length, 512, din))  # time-major, as rnn_outputs
-    scale = jnp.std(raw(x_test), (0, 1))
-    target = lambda x: raw(x) / scale  # noqa: E731
-    y_test = target(x_test)
     predict = lambda p, x: rnn_outputs(p, x, lambda x_t: x_t @ p["w_x"])  # noqa: E731
-
-    def sample(data, k, t):  # fresh input sequences every step
-        x = jax.random.normal(k, (length, batch, din))
-        return x, target(x)
-
-    return Scenario(
+    return _teacher_student_scenario(
         "rnn_corrupted", "tanh RNN (spectral radius 1.5) fitting a teacher RNN, 3% batches with targets ×100–1000",
-        300 if quick else 1000, batch, (3e-2,), 0.999, 1e-4,
-        data=(x_test, y_test),
-        init=lambda k: rnn_init(k, din, hidden, dout, 1.5, 1 / math.sqrt(din)),
-        loss=lambda p, b: mse(predict(p, b[0]), b[1]),
-        sample=sample,
-        evaluate=lambda p, data: mse(predict(p, data[0]), data[1]),
-        cap=float(jnp.mean(jnp.var(y_test, axis=(0, 1)))),
-        corrupt=_corrupt_batches(0.03),
-        healthy_init=lambda k: rnn_init(k, din, hidden, dout, 1.0, 1 / math.sqrt(din)),
-        healthy="spectral radius 1",
+        300 if quick else 1000, 3e-2, lambda x: predict(teacher, x),
+        predict, lambda k: rnn_init(k, din, hidden, dout, 1.5, 1 / math.sqrt(din)),
+        lambda n: (length, n, din), 512, 32,  # time-major, as rnn_outputs
+        healthy_init=lambda k: rnn_init(k, din, hidden, dout, 1.0, 1 / math.sqrt(din)), healthy="spectral radius 1",
     )
 
 
