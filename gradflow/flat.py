@@ -246,7 +246,7 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
         packed_params = None
         if params is not None:
             param_leaves = layout.treedef.flatten_up_to(params)
-            _check_dtypes(updates, leaves, param_leaves)
+            _check_dtypes(updates, param_leaves)
             packed_params = _pack(param_leaves, layout)
         new, inner = tx.update(_pack(leaves, layout), state.inner_state, packed_params, **extra(extra_args))
         out = _unpack(new, layout, leaves)
@@ -255,13 +255,12 @@ def flatten_small(tx: GradientTransformation, max_size: int = 1 << 16) -> Gradie
     return GradientTransformation(init_fn, update_fn)
 
 
-def _check_dtypes(updates, leaves: list, param_leaves: list) -> None:
+def _check_dtypes(updates, param_leaves: list) -> None:
     """Refuse an update leaf whose dtype is not its parameter's: init packed by the parameters' dtypes."""
-    for path_leaf, p in zip(jax.tree_util.tree_leaves_with_path(updates), param_leaves):
-        path, u = path_leaf
+    for (path, u), p in zip(jax.tree_util.tree_leaves_with_path(updates), param_leaves):
         if hasattr(p, "dtype") and jnp.dtype(u.dtype) != jnp.dtype(p.dtype):
             raise TypeError(
-                f"flatten_small: the update at {jax.tree_util.keystr(path) or 'the root'} has dtype {u.dtype} "
+                f"flatten_small: the update at {jax.tree_util.keystr(path) or '<root>'} has dtype {u.dtype} "
                 f"but its parameter has dtype {p.dtype}; init packed the leaves by the parameters' dtypes, "
                 "so the updates must have them (cast the gradients to their parameters' dtypes first)"
             )

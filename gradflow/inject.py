@@ -50,22 +50,23 @@ def _state_type(key: Any, check: Callable[[dict], None], scheduled: frozenset) -
         "InjectHyperparamsState",
         (InjectHyperparamsState,),
         {"__slots__": (), "__module__": __name__, "_check": staticmethod(check), "_scheduled": scheduled,
-         "__reduce__": lambda self: _reduce_state(key, self)},
+         "__reduce__": _reducer(key)},
     )
     if key is not None:
         _STATE_TYPES[key] = cls
     return cls
 
 
-def _reduce_state(key: Any, state: InjectHyperparamsState) -> tuple:
-    """Pickle a state as its configuration's key and fields: unpickled where the same configuration
-    was built, it is that configuration's type again; elsewhere (or with a key that does not pickle)
-    the plain :class:`InjectHyperparamsState`, which ``update`` takes as well."""
+def _reducer(key: Any) -> Callable:
+    """The state type's ``__reduce__``, decided once per type: a state pickles as its configuration's key
+    and fields, and is unpickled where the same configuration was built as that configuration's type
+    again, elsewhere as the plain :class:`InjectHyperparamsState` (which ``update`` takes as well); with a
+    key that does not pickle (a lambda or a local object in it), as the fields alone."""
     try:
         pickle.dumps(key)
-    except Exception:  # a key holding a lambda or a local object: the fields alone
-        return (InjectHyperparamsState, tuple(state))
-    return (_unpickled_state, (key, tuple(state)))
+    except Exception:
+        return lambda self: (InjectHyperparamsState, tuple(self))
+    return lambda self: (_unpickled_state, (key, tuple(self)))
 
 
 def _unpickled_state(key: Any, fields: tuple) -> InjectHyperparamsState:

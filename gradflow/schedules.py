@@ -839,13 +839,14 @@ def warm_restarts_schedule(
     def schedule(step):
         step = _step(step)
         if table is None:
+            n = _fit(step, t0)
             if jnp.issubdtype(step.dtype, jnp.floating):  # fmod is exact; ⌊t/T₀⌋·T₀ formed in floats is not
-                tau = jnp.remainder(step, _fit(step, t0))
-                i = jnp.round((step - tau) / _fit(step, t0))
-                tau = _f32(tau)
+                tau = jnp.remainder(step, n)
+                i = jnp.round((step - tau) / n)
             else:
                 i = _floordiv(step, t0)
-                tau = _f32(step - i * _fit(step, t0))
+                tau = step - i * n
+            tau = _f32(tau)
             length = jnp.full(jnp.shape(step), t0, _F32)
         else:
             i, tau, length = table.position(step)
